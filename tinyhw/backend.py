@@ -1,0 +1,77 @@
+"""Array-module selection: numpy on the CPU, cupy on the GPU.
+
+The device belongs to the data. Every op asks `get_array_module(*arrays)` which
+module its inputs live in and uses that module (`xp`) for all of its work, so
+the same code runs on both. cupy is imported lazily and is optional: importing
+tinyhw never imports it, and a machine with cupy installed but no usable GPU
+simply reports `gpu_available() == False`.
+"""
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+_cupy = None          # the cupy module once it has been imported successfully
+_cupy_checked = False  # whether we already tried (so a failed import is not retried)
+
+
+def _import_cupy():
+    """Return the cupy module, or None when it is not installed or not usable."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: F401  (optional dependency)
+            _cupy = cupy
+        except Exception:  # ImportError, or a broken CUDA install raising at import
+            _cupy = None
+    return _cupy
+
+
+def gpu_available():
+    """True when cupy imports and can see at least one CUDA device."""
+    cupy = _import_cupy()
+    if cupy is None:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:
+        return False
+
+
+def is_cupy_array(a):
+    # Checked by module name so that numpy-only machines never import cupy.
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """cupy when any argument is a cupy array, else numpy."""
+    for a in arrays:
+        if a is not None and is_cupy_array(a):
+            return _import_cupy()
+    return np
+
+
+def device_of(a):
+    return "gpu" if is_cupy_array(a) else "cpu"
+
+
+def normalize_device(device):
+    """Map the accepted spellings ('cpu', 'gpu', 'cuda', 'auto') to 'cpu' or 'gpu'."""
+    if device in ("cpu", "gpu"):
+        return device
+    if device == "cuda":
+        return "gpu"
+    if device == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    raise ValueError(f"device: expected 'cpu', 'gpu', 'cuda' or 'auto', got {device!r}")
+
+
+def to_device(a, device):
+    """Move an array to 'cpu' (numpy) or 'gpu' (cupy); a no-op when already there."""
+    device = normalize_device(device)
+    if device == "cpu":
+        return a.get() if is_cupy_array(a) else a
+    if not gpu_available():
+        raise RuntimeError("device 'gpu' requested but no usable GPU (cupy missing or no CUDA device)")
+    return _import_cupy().asarray(a)

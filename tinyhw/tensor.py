@@ -1,0 +1,230 @@
+"""`Tensor`: an n-d array (numpy or cupy) plus what autodiff needs.
+
+Attributes
+----------
+data : numpy.ndarray or cupy.ndarray
+    The values. Ops read and write raw arrays; a Tensor only wraps one.
+grad : array or None
+    For leaves (and tensors that called `retain_grad()`): the accumulated
+    gradient, an array of the same shape, dtype and device as `data`.
+requires_grad : bool
+    Whether ops on this tensor are recorded for backward.
+
+Operators and methods below are thin calls into `tinyhw.ops`; each op's maths
+and derivation live in its own module.
+"""
+import numpy as np
+
+from . import autograd
+from .backend import (DEFAULT_DTYPE, device_of, get_array_module, is_cupy_array,
+                      normalize_device, to_device)
+
+
+def _as_array(data, dtype=None):
+    if isinstance(data, np.ndarray) or is_cupy_array(data):
+        return data if dtype is None else data.astype(dtype, copy=False)
+    array = np.asarray(data, dtype=dtype)
+    if dtype is None and array.dtype == np.float64:
+        array = array.astype(DEFAULT_DTYPE)  # Python floats become the default dtype, as torch
+    return array
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
+    __array_priority__ = 1000  # so `ndarray + Tensor` calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            raise TypeError("Tensor(data): data is already a Tensor; use .detach() or .data")
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._node = None   # the autograd Node that produced this tensor (None for leaves)
+        self._index = 0     # which output of that node this tensor is
+
+    # ---- basic properties -------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self):
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.numpy()!r}, device={self.device!r}{grad})"
+
+    # ---- autodiff ---------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Back-propagate from this tensor. `grad` defaults to 1 for a single-element tensor."""
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(f"backward: grad can be omitted only for a single-element "
+                                 f"tensor, this one has shape {self.shape}")
+            grad = get_array_module(self.data).ones_like(self.data)
+        autograd.backward((self,), (grad,), retain_graph=retain_graph)
+
+    def detach(self):
+        """A new leaf sharing the same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in `.grad` after backward."""
+        if self._node is not None:
+            if self._node.retained is None:
+                self._node.retained = {}
+            self._node.retained[self._index] = self
+
+    def requires_grad_(self, flag=True):
+        if self._node is not None and not flag:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use .detach()")
+        self.requires_grad = bool(flag)
+        return self
+
+    # ---- conversion -------------------------------------------------------
+    def numpy(self):
+        """The values as a numpy array (copied from the GPU when needed)."""
+        return to_device(self.data, "cpu")
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: expected a single-element tensor, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device):
+        """Move to 'cpu' or 'gpu' (differentiable: the gradient moves back)."""
+        if normalize_device(device) == self.device:
+            return self
+        from .ops.shape import to_device as _to
+        return _to(self, device)
+
+    def astype(self, dtype):
+        from .ops.elementwise import cast
+        return cast(self, dtype)
+
+    # ---- operators --------------------------------------------------------
+    def __add__(self, other):
+        return _ew.add(self, other)
+
+    def __radd__(self, other):
+        return _ew.add(other, self)
+
+    def __sub__(self, other):
+        return _ew.sub(self, other)
+
+    def __rsub__(self, other):
+        return _ew.sub(other, self)
+
+    def __mul__(self, other):
+        return _ew.mul(self, other)
+
+    def __rmul__(self, other):
+        return _ew.mul(other, self)
+
+    def __truediv__(self, other):
+        return _ew.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ew.div(other, self)
+
+    def __neg__(self):
+        return _ew.neg(self)
+
+    def __pow__(self, exponent):
+        return _ew.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _linalg.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _linalg.matmul(other, self)
+
+    def __getitem__(self, index):
+        return _shape.getitem(self, index)
+
+    # ---- methods ----------------------------------------------------------
+    def exp(self):
+        return _ew.exp(self)
+
+    def log(self):
+        return _ew.log(self)
+
+    def relu(self):
+        return _act.relu(self)
+
+    def sigmoid(self):
+        return _act.sigmoid(self)
+
+    def tanh(self):
+        return _act.tanh(self)
+
+    def sum(self, dim=None, keepdim=False):
+        return _red.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return _red.mean(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        return _red.max(self, dim, keepdim)
+
+    def reshape(self, *shape):
+        return _shape.reshape(self, *shape)
+
+    def view(self, *shape):
+        return _shape.reshape(self, *shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _shape.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0, dim1):
+        return _shape.transpose(self, dim0, dim1)
+
+    def permute(self, *dims):
+        return _shape.permute(self, *dims)
+
+    def unsqueeze(self, dim):
+        return _shape.unsqueeze(self, dim)
+
+    def squeeze(self, dim=None):
+        return _shape.squeeze(self, dim)
+
+    @property
+    def T(self):
+        return _shape.permute(self, *reversed(range(self.ndim)))
+
+
+# Imported last: the op modules import `Tensor` from this module.
+from .ops import activation as _act  # noqa: E402
+from .ops import elementwise as _ew  # noqa: E402
+from .ops import linalg as _linalg  # noqa: E402
+from .ops import reduction as _red  # noqa: E402
+from .ops import shape as _shape  # noqa: E402
+
+
+def tensor(data, dtype=None, device="cpu", requires_grad=False):
+    """Build a leaf Tensor from array-like `data` on `device` ('cpu', 'gpu' or 'auto')."""
+    array = to_device(_as_array(data, dtype), device)
+    return Tensor(array, requires_grad=requires_grad)
