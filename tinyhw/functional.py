@@ -9,6 +9,7 @@ formula, derivation of the backward) in the op module it comes from.
 from .ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from .ops.elementwise import add, cast, div, exp, log, mul, neg, pow, sub
 from .ops.linalg import linear, matmul
+from .ops.loss import cross_entropy, nll_loss
 from .ops.reduction import max, mean, sum
 from .ops.shape import (cat, concatenate, flatten, getitem, permute, reshape, split, squeeze,
                         stack, transpose, unsqueeze)

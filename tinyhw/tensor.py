@@ -21,6 +21,8 @@ from .backend import (DEFAULT_DTYPE, device_of, get_array_module, is_cupy_array,
 
 
 def _as_array(data, dtype=None):
+    if isinstance(data, np.generic):  # a NumPy scalar (e.g. from .sum()) keeps its dtype
+        data = np.asarray(data)
     if isinstance(data, np.ndarray) or is_cupy_array(data):
         return data if dtype is None else data.astype(dtype, copy=False)
     array = np.asarray(data, dtype=dtype)

@@ -113,10 +113,10 @@ def tanh(input):
 def softmax(input, dim=-1):
     """exp(x) / sum(exp(x)) along `dim` (default last, unlike torch, which has no default)."""
     x = _float_input(input, "softmax")
-    return Softmax.apply(x, dim=normalize_dim(dim, x.ndim))
+    return Softmax.apply(x, dim=normalize_dim(dim, x.ndim, "softmax: dim"))
 
 
 def log_softmax(input, dim=-1):
     """x - log(sum(exp(x))) along `dim`, computed stably."""
     x = _float_input(input, "log_softmax")
-    return LogSoftmax.apply(x, dim=normalize_dim(dim, x.ndim))
+    return LogSoftmax.apply(x, dim=normalize_dim(dim, x.ndim, "log_softmax: dim"))

@@ -193,7 +193,7 @@ def getitem(input, index):
                                                   for p in plain)]
     except IndexError as e:
         raise IndexError(f"getitem: index {index!r} is invalid for shape {tuple(x.shape)}: {e}") from None
-    return GetItem.apply(x, index=plain if len(plain) != 1 else plain[0])
+    return GetItem.apply(x, index=plain)  # always a tuple: x[(i,)] is x[i] in NumPy
 
 
 def _tensor_list(tensors, op):
