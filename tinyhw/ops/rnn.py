@@ -127,10 +127,9 @@ class LSTM(Function):
         x2, w_ih, w_hh, gates, hs, cs, tanh_c = ctx.saved
         need_x, need_h0, need_c0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad
         T, B, H = gy.shape
-        da = _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh)
+        da, dc0 = _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh)
         dh0 = xp.matmul(da[0], w_hh) if need_h0 else None
-        dc0 = da.dc0 if need_c0 else None
-        da2 = da.all.reshape(T * B, 4 * H)
+        da2 = da.reshape(T * B, 4 * H)
         dx = xp.matmul(da2, w_ih).reshape(T, B, -1) if need_x else None
         dw_ih = xp.matmul(da2.T, x2) if need_w_ih else None
         dw_hh = xp.matmul(da2.T, hs[:T].reshape(T * B, H)) if need_w_hh else None
@@ -138,21 +137,13 @@ class LSTM(Function):
         db_ih = db if need_b_ih else None
         # A fresh array for the second bias, so the two .grad never alias one buffer.
         db_hh = (db.copy() if need_b_ih else db) if need_b_hh else None
-        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
-
-
-class _Grads:
-    """The stacked pre-activation gradients `all` (T, B, 4H), plus dc_0."""
-
-    def __init__(self, all, dc0):
-        self.all, self.dc0 = all, dc0
-
-    def __getitem__(self, t):
-        return self.all[t]
+        return dx, dh0, (dc0 if need_c0 else None), dw_ih, dw_hh, db_ih, db_hh
 
 
 def _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh):
-    """Run the recursion of the module docstring from t = T down to 1 (indices T-1..0)."""
+    """Run the recursion of the module docstring from t = T down to 1 (indices T-1..0).
+
+    Returns the pre-activation gradients da (T, B, 4H) and dc_0 (B, H)."""
     T, B, H = gy.shape
     da = xp.empty(gates.shape, dtype=gates.dtype)
     dh = xp.empty((B, H), dtype=gates.dtype)
@@ -165,7 +156,7 @@ def _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh):
         _cell_backward(xp, gates[t], cs[t], tanh_c[t], dh, dc, da[t], scratch, scratch2)
         if t > 0:
             xp.matmul(da[t], w_hh, out=dh_next)
-    return _Grads(da, dc)
+    return da, dc
 
 
 def lstm(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):

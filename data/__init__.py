@@ -1,0 +1,1 @@
+"""Dataset loaders and scripts (never the datasets themselves)."""
