@@ -11,7 +11,8 @@ from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import gpu_available
 from .random import manual_seed
 from .tensor import Tensor, tensor
+from . import init, nn, optim, serialize  # noqa: E402  (need Tensor first)
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
-           "gpu_available", "manual_seed", "random"]
+           "gpu_available", "manual_seed", "random", "init", "nn", "optim", "serialize"]
 __version__ = "0.1.0"

@@ -32,7 +32,8 @@ class ModuleList(Module):
 
     def __setitem__(self, i, module):
         if not isinstance(module, Module):
-            raise TypeError(f"{type(self).__name__}: expected a Module, got {type(module).__name__}")
+            raise TypeError(f"{type(self).__name__}: expected a Module, "
+                            f"got {type(module).__name__}")
         key = list(self._modules)[_index(i, len(self), type(self).__name__)]
         self._modules[key] = module  # direct assignment keeps the key's position
 

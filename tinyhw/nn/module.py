@@ -155,7 +155,7 @@ class Module:
 
     # ---- modes, gradients, devices, dtypes -------------------------------
     def train(self, mode=True):
-        """Training mode (batch statistics in BatchNorm, active Dropout) on self and all children."""
+        """Training mode (batch statistics in BatchNorm, active Dropout) on self and children."""
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -180,7 +180,7 @@ class Module:
         return self
 
     def to(self, device):
-        """Move all parameters and buffers to 'cpu' or 'gpu' in place (the same Parameter objects)."""
+        """Move all parameters and buffers to 'cpu' or 'gpu' in place (same Parameter objects)."""
         device = normalize_device(device)
         return self._convert(lambda a: to_device(a, device), floating_only=False)
 
@@ -188,7 +188,7 @@ class Module:
         return self.to("cpu")
 
     def astype(self, dtype):
-        """Convert floating parameters and buffers to `dtype` in place (integer buffers untouched)."""
+        """Convert floating parameters and buffers to `dtype` in place (integer buffers stay)."""
         return self._convert(lambda a: a.astype(dtype), floating_only=True)
 
     def double(self):
@@ -230,9 +230,10 @@ class Module:
         return ""
 
     def __repr__(self):
-        children = [f"({name}): " + repr(m).replace("\n", "\n  ")
-                    for name, m in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not children:
-            return head + ")"
-        return head + "\n  " + "\n  ".join(children) + "\n)"
+        lines = [f"({name}): " + repr(m).replace("\n", "\n  ")
+                 for name, m in self._modules.items()]
+        if not lines:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        if self.extra_repr():  # with children, torch puts the arguments on a line of their own
+            lines.insert(0, self.extra_repr())
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"

@@ -1,0 +1,170 @@
+"""Time forward+backward of the engine's heaviest ops against PyTorch, in the same run.
+
+    python bench/ops.py [--rounds 9] [--only conv2d,lstm]
+
+Cases (float32, CPU): conv2d 64->64 3x3 pad 1 on (8, 64, 56, 56); batch_norm (training)
+on the same activation; one LSTM layer (650 -> 650, batch 20, 35 steps); linear + cross
+entropy (700 x 650 -> 10,000 classes).
+
+This machine's speed swings by ~2x within minutes, so absolute times mean little: every
+round times one repetition of ours and then one of torch's, and the figure reported is the
+median over rounds of the per-round ratio ours/torch. Without torch installed only our
+times are printed.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+import tinyhw.functional as F
+from tinyhw import Tensor
+from tinyhw.ops.conv import conv2d
+from tinyhw.ops.norm import batch_norm
+from tinyhw.ops.rnn import lstm
+
+try:
+    import torch
+except ImportError:  # the benchmark still times ours
+    torch = None
+
+
+def _params(rng, *shapes):
+    return [Tensor(rng.standard_normal(s).astype(np.float32) * 0.1, requires_grad=True)
+            for s in shapes]
+
+
+def _torch_params(arrays):
+    return [torch.tensor(a.data, requires_grad=True) for a in arrays]
+
+
+def case_conv2d(rng):
+    x, w, b = _params(rng, (8, 64, 56, 56), (64, 64, 3, 3), (64,))
+    g = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
+    tx, tw, tb = _torch_params([x, w, b]) if torch else (None,) * 3
+
+    def ours():
+        conv2d(x, w, b, padding=1).backward(g)
+
+    def theirs():
+        torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(torch.from_numpy(g))
+    return ours, theirs
+
+
+def case_batch_norm(rng):
+    x, w, b = _params(rng, (8, 64, 56, 56), (64,), (64,))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    rm, rv = Tensor(np.zeros(64, np.float32)), Tensor(np.ones(64, np.float32))
+    tx, tw, tb = _torch_params([x, w, b]) if torch else (None,) * 3
+    trm, trv = (torch.zeros(64), torch.ones(64)) if torch else (None, None)
+
+    def ours():
+        batch_norm(x, rm, rv, w, b, training=True).backward(g)
+
+    def theirs():
+        torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=True).backward(
+            torch.from_numpy(g))
+    return ours, theirs
+
+
+def case_lstm(rng, steps=35, batch=20, hidden=650):
+    x, h0, c0 = _params(rng, (steps, batch, hidden), (batch, hidden), (batch, hidden))
+    w_ih, w_hh, b_ih, b_hh = _params(rng, (4 * hidden, hidden), (4 * hidden, hidden),
+                                     (4 * hidden,), (4 * hidden,))
+    g = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    if torch:
+        layer = torch.nn.LSTM(hidden, hidden)
+        with torch.no_grad():
+            for p, ours_p in zip((layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0,
+                                  layer.bias_hh_l0), (w_ih, w_hh, b_ih, b_hh)):
+                p.copy_(torch.from_numpy(ours_p.data))
+        tx, th0, tc0 = _torch_params([x, h0, c0])
+
+    def ours():
+        out, _ = lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        out.backward(g)
+
+    def theirs():
+        out, _ = layer(tx, (th0[None], tc0[None]))
+        out.backward(torch.from_numpy(g))
+    return ours, theirs
+
+
+def case_linear_cross_entropy(rng, rows=700, features=650, classes=10_000):
+    x, w, b = _params(rng, (rows, features), (classes, features), (classes,))
+    target = rng.integers(0, classes, rows)
+    tx, tw, tb = _torch_params([x, w, b]) if torch else (None,) * 3
+    tt = torch.from_numpy(target) if torch else None
+
+    def ours():
+        F.cross_entropy(F.linear(x, w, b), Tensor(target)).backward()
+
+    def theirs():
+        torch.nn.functional.cross_entropy(torch.nn.functional.linear(tx, tw, tb), tt).backward()
+    return ours, theirs
+
+
+CASES = {
+    "conv2d": ("conv2d 64->64 3x3 p1, (8,64,56,56)", case_conv2d),
+    "batch_norm": ("batch_norm train, (8,64,56,56)", case_batch_norm),
+    "lstm": ("lstm 650->650, batch 20, 35 steps", case_lstm),
+    "linear_ce": ("linear+cross_entropy 700x650->10000", case_linear_cross_entropy),
+}
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_case(ours, theirs, rounds):
+    ours()  # warm-up: first calls allocate and page in memory
+    if theirs is not None:
+        theirs()
+    ours_times, torch_times, ratios = [], [], []
+    for _ in range(rounds):
+        ours_times.append(_seconds(ours))
+        if theirs is not None:
+            torch_times.append(_seconds(theirs))
+            ratios.append(ours_times[-1] / torch_times[-1])
+    return {
+        "ours_ms": 1e3 * statistics.median(ours_times),
+        "torch_ms": 1e3 * statistics.median(torch_times) if torch_times else None,
+        "ratio": statistics.median(ratios) if ratios else None,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
+    parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"--only: unknown case(s) {unknown}; choose from {list(CASES)}")
+    if torch is None:
+        print("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"numpy {np.__version__}; {args.rounds} alternating rounds")
+    print(f"{'case':40s} {'ours ms':>9s} {'torch ms':>9s} {'ours/torch':>11s}")
+    results = {}
+    for name in names:
+        title, build = CASES[name]
+        ours, theirs = build(np.random.default_rng(0))
+        r = results[name] = run_case(ours, theirs if torch else None, args.rounds)
+        torch_ms = f"{r['torch_ms']:9.1f}" if r["torch_ms"] else f"{'-':>9s}"
+        ratio = f"{r['ratio']:11.2f}" if r["ratio"] else f"{'-':>11s}"
+        print(f"{title:40s} {r['ours_ms']:9.1f} {torch_ms} {ratio}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""`Highway`: a dense highway layer in any of Greff et al.'s six variants.
+
+With H = relu(W_H x + b_H), T = sigmoid(W_T x + b_T), C = sigmoid(W_C x + b_C):
+    plain     y = H
+    residual  y = H + x
+    t_only    y = H * T + x
+    c_only    y = H + x * C
+    coupled   y = H * T + x * (1 - T)     (Srivastava et al.; Kim et al.'s char-LM layer)
+    full      y = H * T + x * C
+The combination itself is `tinyhw.ops.highway.highway`.
+
+Gate biases. Kim et al. initialise b_T = -2 so that T ~ sigmoid(-2) ~ 0.12 and the
+layer starts close to the identity (mostly carrying x). `gate_bias` (default -2)
+sets b_T. The carry gate has the opposite role, so for the same "mostly carry"
+start its bias is the negation, b_C = -gate_bias = +2, giving C ~ 0.88 at init.
+For `full` this makes y ~ 0.12 H + 0.88 x at init, the same start as `coupled`.
+Gate weights use Linear's default initialisation.
+"""
+from .. import init
+from ..ops.activation import relu, sigmoid
+from ..ops.highway import VARIANTS, highway
+from .linear import Linear
+from .module import Module
+
+_USES_T = ("t_only", "coupled", "full")
+_USES_C = ("c_only", "full")
+
+
+class Highway(Module):
+    """Highway layer on (*, dim) inputs: dim -> dim.
+
+    Submodules (only those the variant uses): H (transform), T (transform gate),
+    C (carry gate), each a Linear(dim, dim).
+    """
+
+    def __init__(self, dim, variant="coupled", gate_bias=-2.0):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"Highway: variant must be one of {VARIANTS}, got {variant!r}")
+        self.dim = int(dim)
+        self.variant = variant
+        self.gate_bias = float(gate_bias)
+        self.H = Linear(dim, dim)
+        if variant in _USES_T:
+            self.T = Linear(dim, dim)
+            init.constant_(self.T.bias, self.gate_bias)
+        if variant in _USES_C:
+            self.C = Linear(dim, dim)
+            init.constant_(self.C.bias, -self.gate_bias)  # carry mostly at init (see module doc)
+
+    def gates(self, x):
+        """(T, C) activations for input x; None for a gate the variant lacks."""
+        t = sigmoid(self.T(x)) if self.variant in _USES_T else None
+        c = sigmoid(self.C(x)) if self.variant in _USES_C else None
+        return t, c
+
+    def forward(self, x):
+        t, c = self.gates(x)
+        return highway(relu(self.H(x)), x, t=t, c=c, variant=self.variant)
+
+    def extra_repr(self):
+        return f"{self.dim}, variant={self.variant!r}, gate_bias={self.gate_bias}"

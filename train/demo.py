@@ -1,0 +1,100 @@
+"""A two-minute demo of the engine: a deep highway MLP learns the two-spirals problem.
+
+    python -m train.demo --variant coupled --layers 10
+
+Two interleaved spirals in the plane are a classic task a shallow net cannot
+separate; a stack of highway layers (any of the six variants) learns it in a
+few hundred SGD steps on the CPU. The last line printed is the test accuracy.
+"""
+import argparse
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+import tinyhw
+import tinyhw.functional as F
+from tinyhw import nn, optim
+from tinyhw.backend import normalize_device, to_device
+from tinyhw.ops.highway import VARIANTS
+
+
+def two_spirals(n, noise, rng):
+    """n points per spiral: (2n, 2) float32 coordinates and (2n,) labels 0/1."""
+    t = np.sqrt(rng.uniform(0, 1, n)) * 3 * math.pi
+    arm = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / (3 * math.pi)
+    points = np.concatenate([arm, -arm]) + rng.normal(0, noise, (2 * n, 2))
+    labels = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)])
+    return points.astype(np.float32), labels
+
+
+class HighwayMLP(nn.Module):
+    """Linear(2 -> width) + ReLU, `layers` highway layers, Linear(width -> 2)."""
+
+    def __init__(self, width, layers, variant):
+        super().__init__()
+        self.inp = nn.Linear(2, width)
+        self.blocks = nn.Sequential(*[nn.Highway(width, variant) for _ in range(layers)])
+        self.out = nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.out(self.blocks(F.relu(self.inp(x))))
+
+
+def accuracy(model, x, y):
+    with tinyhw.no_grad():
+        logits = model(x).numpy()
+    return float((logits.argmax(1) == y).mean())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=VARIANTS, default="coupled", help="highway variant")
+    p.add_argument("--layers", type=int, default=10, help="number of highway layers (default 10)")
+    p.add_argument("--width", type=int, default=64, help="units per layer (default 64)")
+    p.add_argument("--steps", type=int, default=1500, help="SGD steps (default 1500)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    args = p.parse_args(argv)
+    for name in ("layers", "width", "steps", "batch"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.lr <= 0:
+        p.error("--lr must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = normalize_device(args.device)
+    tinyhw.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    x_train, y_train = two_spirals(1000, 0.02, rng)
+    x_test, y_test = two_spirals(500, 0.02, rng)
+    model = HighwayMLP(args.width, args.layers, args.variant).to(device)
+    opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    test_x = tinyhw.tensor(x_test, device=device)
+    print(f"{args.variant} highway MLP, {args.layers} layers of {args.width}, "
+          f"{sum(p.size for p in model.parameters()):,} parameters, device {device}")
+    bar = tqdm(range(args.steps), desc="train", unit="step")
+    for step in bar:
+        idx = rng.integers(0, len(x_train), args.batch)
+        xb = tinyhw.tensor(x_train[idx], device=device)
+        yb = tinyhw.Tensor(to_device(y_train[idx], device))
+        loss = F.cross_entropy(model(xb), yb)
+        if not math.isfinite(loss.item()):
+            raise SystemExit(f"loss became {loss.item()} at step {step}: lower --lr")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    print(f"train accuracy {accuracy(model, tinyhw.tensor(x_train, device=device), y_train):.3f}")
+    print(f"test accuracy {accuracy(model, test_x, y_test):.3f}")
+
+
+if __name__ == "__main__":
+    main()
