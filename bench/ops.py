@@ -10,6 +10,10 @@ This machine's speed swings by ~2x within minutes, so absolute times mean little
 round times one repetition of ours and then one of torch's, and the figure reported is the
 median over rounds of the per-round ratio ours/torch. Without torch installed only our
 times are printed.
+
+Each timed call is preceded by a short pause (--pause, 0.3 s): after a GEMM, OpenBLAS's
+worker threads spin for ~0.1 s and would otherwise steal the cores from the next call,
+which is torch's, making our ratio look better than it is.
 """
 import argparse
 import json
@@ -113,21 +117,22 @@ CASES = {
 }
 
 
-def _seconds(fn):
+def _seconds(fn, pause):
+    time.sleep(pause)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def run_case(ours, theirs, rounds):
+def run_case(ours, theirs, rounds, pause):
     ours()  # warm-up: first calls allocate and page in memory
     if theirs is not None:
         theirs()
     ours_times, torch_times, ratios = [], [], []
     for _ in range(rounds):
-        ours_times.append(_seconds(ours))
+        ours_times.append(_seconds(ours, pause))
         if theirs is not None:
-            torch_times.append(_seconds(theirs))
+            torch_times.append(_seconds(theirs, pause))
             ratios.append(ours_times[-1] / torch_times[-1])
     return {
         "ours_ms": 1e3 * statistics.median(ours_times),
@@ -140,6 +145,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
+    parser.add_argument("--pause", type=float, default=0.3,
+                        help="seconds of idle before each timed call (default 0.3)")
     parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CASES))
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -157,7 +164,7 @@ def main():
     for name in names:
         title, build = CASES[name]
         ours, theirs = build(np.random.default_rng(0))
-        r = results[name] = run_case(ours, theirs if torch else None, args.rounds)
+        r = results[name] = run_case(ours, theirs if torch else None, args.rounds, args.pause)
         torch_ms = f"{r['torch_ms']:9.1f}" if r["torch_ms"] else f"{'-':>9s}"
         ratio = f"{r['ratio']:11.2f}" if r["ratio"] else f"{'-':>11s}"
         print(f"{title:40s} {r['ours_ms']:9.1f} {torch_ms} {ratio}", flush=True)

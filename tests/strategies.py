@@ -52,3 +52,74 @@ def distinct(draw, shape, gap=0.05):
 def broadcastable_pair(max_dims=3, max_side=4):
     """Two shapes that broadcast together in either direction."""
     return hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=max_dims, max_side=max_side)
+
+
+@st.composite
+def lstm_inputs(draw, max_steps=5, max_batch=3, max_features=4):
+    """Float64 arguments of `lstm` for small drawn T, B, D, H: a dict with input (T, B, D),
+    h0, c0 (B, H), w_ih (4H, D), w_hh (4H, H) and b_ih, b_hh ((4H,) or None, drawn
+    independently so every bias combination occurs)."""
+    T = draw(st.integers(1, max_steps))
+    B = draw(st.integers(1, max_batch))
+    D = draw(st.integers(1, max_features))
+    H = draw(st.integers(1, max_features))
+    drawn = dict(input=draw(arrays((T, B, D))), h0=draw(arrays((B, H), -1.0, 1.0)),
+                 c0=draw(arrays((B, H), -1.0, 1.0)), w_ih=draw(arrays((4 * H, D), -1.0, 1.0)),
+                 w_hh=draw(arrays((4 * H, H), -1.0, 1.0)))
+    for name in ("b_ih", "b_hh"):
+        drawn[name] = draw(st.one_of(st.none(), arrays((4 * H,), -1.0, 1.0)))
+    return drawn
+
+
+@st.composite
+def gate_values(draw, shape):
+    """A float64 gate array of `shape` with values in (0, 1), as a sigmoid would give."""
+    return draw(arrays(shape, 0.02, 0.98))
+
+
+# ---- convolution and pooling geometry ---------------------------------------------------
+# Sizes are drawn so that every kernel fits in the padded input (output >= 1): the input
+# side is drawn after the kernel and padding, from at least kernel - 2 * padding.
+
+def _fitting_sides(draw, kernel, padding, max_side):
+    """Input sides, one per axis, each at least the kernel minus both paddings (and >= 1)."""
+    return tuple(draw(st.integers(max(1, k - 2 * p), max(max_side, k)))
+                 for k, p in zip(kernel, padding))
+
+
+@st.composite
+def conv2d_geometry(draw, max_batch=3, max_channels=3, max_side=7, max_kernel=4,
+                    max_stride=3, max_padding=2):
+    """Keyword arguments for a valid conv2d: x_shape (N, C, H, W), w_shape (O, C, kh, kw),
+    stride and padding pairs."""
+    n, c, o = (draw(st.integers(1, m)) for m in (max_batch, max_channels, max_channels))
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    padding = (draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding)))
+    side = _fitting_sides(draw, kernel, padding, max_side)
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    return dict(x_shape=(n, c) + side, w_shape=(o, c) + kernel, stride=stride, padding=padding)
+
+
+@st.composite
+def conv1d_geometry(draw, max_batch=3, max_channels=3, max_length=9, max_kernel=5,
+                    max_stride=3, max_padding=2):
+    """Keyword arguments for a valid conv1d: x_shape (N, C, L), w_shape (O, C, K), stride and
+    padding ints."""
+    n, c, o = (draw(st.integers(1, m)) for m in (max_batch, max_channels, max_channels))
+    k = draw(st.integers(1, max_kernel))
+    p = draw(st.integers(0, max_padding))
+    (length,) = _fitting_sides(draw, (k,), (p,), max_length)
+    stride = draw(st.integers(1, max_stride))
+    return dict(x_shape=(n, c, length), w_shape=(o, c, k), stride=stride, padding=p)
+
+
+@st.composite
+def pool2d_geometry(draw, max_batch=3, max_channels=3, max_side=7, max_kernel=4, max_stride=3):
+    """Keyword arguments for a valid max/avg pool: x_shape, kernel_size, stride, padding pairs,
+    with padding at most half the kernel (torch's rule)."""
+    n, c = draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels))
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    side = _fitting_sides(draw, kernel, padding, max_side)
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    return dict(x_shape=(n, c) + side, kernel_size=kernel, stride=stride, padding=padding)

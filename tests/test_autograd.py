@@ -199,3 +199,23 @@ def test_cpu_to_cpu_is_a_no_op_and_gpu_without_cupy_is_a_clear_error():
             t.to("gpu")
     with pytest.raises(ValueError, match="device"):
         t.to("tpu")
+
+
+class _SameArrayForBoth(Function):
+    """y = a + b whose backward hands one fresh array to both inputs."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        shared = g * 1.0
+        return shared, shared
+
+
+def test_leaves_never_share_a_gradient_array_returned_for_two_inputs():
+    a, b = leaf([1.0]), leaf([2.0])
+    _SameArrayForBoth.apply(a, b).sum().backward()
+    a.grad *= 10
+    np.testing.assert_allclose(b.grad, [1.0])

@@ -180,6 +180,7 @@ def backward(outputs, grad_outputs, retain_graph=False):
                                f"gradients for {len(node.inputs)} inputs")
         if not retain_graph:
             node.ctx = None
+        stored = list(grads)  # arrays already handed out: a leaf must not share one
         for tensor, grad in zip(node.inputs, input_grads):
             if tensor is None or grad is None:
                 continue
@@ -188,10 +189,11 @@ def backward(outputs, grad_outputs, retain_graph=False):
                 raise RuntimeError(f"{node.fn.__name__}.backward gave a gradient of shape "
                                    f"{grad.shape} for an input of shape {tensor.shape}")
             if tensor._node is None:
-                _accumulate_leaf(tensor, grad, grads)
+                _accumulate_leaf(tensor, grad, stored)
+                stored.append(grad)
             else:
                 _add_pending(pending, heap, counter, tensor._node, tensor._index, grad)
-        del grads, input_grads  # free this node's gradients before the next node runs
+        del grads, input_grads, stored  # free this node's gradients before the next node runs
 
 
 def _add_pending(pending, heap, counter, node, index, grad):

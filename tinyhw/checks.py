@@ -21,7 +21,7 @@ def as_tensor(x, name):
 
 def check_float(t, name):
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected a floating-point tensor (float32 or float64), "
+        raise TypeError(f"{name}: expected a floating-point tensor (float16, float32 or float64), "
                         f"got dtype {t.dtype}")
     return t
 

@@ -25,11 +25,12 @@ H_prev (T*B, H) the stacked h_{t-1}:
     dX = dA W_ih,   dW_ih = dA^T X,   dW_hh = dA^T H_prev,   db_ih = db_hh = sum of the rows of dA
     dh_0 = da_1 W_hh,   dc_0 = dc * f at t = 1.
 
-So the only sequential work is one (B, 4H) x (4H, H) GEMM and some (B, H)
-elementwise maths per step; everything that can be batched over time is one
-big GEMM. Gate activations and tanh(c_t) are saved in preallocated buffers in
-forward, and the per-step maths writes into preallocated buffers (out=, in
-place) so the inner loops allocate nothing.
+So the only sequential work is one GEMM with W_hh and some (B, H) elementwise
+maths per step; everything that can be batched over time is one big GEMM. Gate
+activations and tanh(c_t) are saved in preallocated buffers in forward, and the
+per-step maths writes into preallocated buffers (out=, in place) so the inner
+loops allocate nothing. Inside the loops every per-step array is kept
+transposed, (features, B): see `LSTM`.
 """
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape
@@ -43,13 +44,18 @@ def _sigmoid_(xp, a):
     a += 0.5
 
 
+def _split(a, H):
+    """The four gate blocks i, f, g, o (each (H, B)) of a (4H, B) array."""
+    return a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+
+
 def _cell_forward(xp, gates, c_prev, c, tanh_c, h, scratch):
-    """Turn pre-activations `gates` (B, 4H) into activations in place; write c_t, tanh(c_t), h_t."""
-    H = c.shape[1]
-    _sigmoid_(xp, gates[:, :2 * H])            # i and f are adjacent: one call for both
-    xp.tanh(gates[:, 2 * H:3 * H], out=gates[:, 2 * H:3 * H])
-    _sigmoid_(xp, gates[:, 3 * H:])
-    i, f, g, o = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    """Turn pre-activations `gates` (4H, B) into activations in place; write c_t, tanh(c_t), h_t."""
+    H = c.shape[0]
+    i, f, g, o = _split(gates, H)
+    _sigmoid_(xp, gates[:2 * H])            # i and f are adjacent: one call for both
+    xp.tanh(g, out=g)
+    _sigmoid_(xp, o)
     xp.multiply(f, c_prev, out=c)
     xp.multiply(i, g, out=scratch)
     c += scratch
@@ -58,14 +64,14 @@ def _cell_forward(xp, gates, c_prev, c, tanh_c, h, scratch):
 
 
 def _cell_backward(xp, gates, c_prev, tanh_c, dh, dc, da, scratch, scratch2):
-    """One step of the backward recursion (module docstring).
+    """One step of the backward recursion (module docstring), on (features, B) blocks.
 
-    Reads the activations `gates` (B, 4H), c_{t-1}, tanh(c_t) and dh_t; writes the
-    pre-activation gradient into `da` (B, 4H); turns `dc` from dc_t into dc_{t-1} in place.
+    Reads the activations `gates` (4H, B), c_{t-1}, tanh(c_t) and dh_t; writes the
+    pre-activation gradient into `da` (4H, B); turns `dc` from dc_t into dc_{t-1} in place.
     """
-    H = dh.shape[1]
-    i, f, g, o = (gates[:, k * H:(k + 1) * H] for k in range(4))
-    da_i, da_f, da_g, da_o = (da[:, k * H:(k + 1) * H] for k in range(4))
+    H = dh.shape[0]
+    i, f, g, o = _split(gates, H)
+    da_i, da_f, da_g, da_o = _split(da, H)
     # dc += dh * o * (1 - tanh^2 c)
     xp.multiply(tanh_c, tanh_c, out=scratch)
     xp.subtract(1, scratch, out=scratch)
@@ -80,9 +86,9 @@ def _cell_backward(xp, gates, c_prev, tanh_c, dh, dc, da, scratch, scratch2):
     # da_i = dc * g * i (1 - i) and da_f = dc * c_{t-1} * f (1 - f); i and f share one factor call
     xp.multiply(dc, g, out=da_i)
     xp.multiply(dc, c_prev, out=da_f)
-    xp.subtract(1, gates[:, :2 * H], out=scratch2)
-    scratch2 *= gates[:, :2 * H]
-    da[:, :2 * H] *= scratch2
+    xp.subtract(1, gates[:2 * H], out=scratch2)
+    scratch2 *= gates[:2 * H]
+    da[:2 * H] *= scratch2
     # da_g = dc * i * (1 - g^2)
     xp.multiply(g, g, out=scratch)
     xp.subtract(1, scratch, out=scratch)
@@ -91,47 +97,67 @@ def _cell_backward(xp, gates, c_prev, tanh_c, dh, dc, da, scratch, scratch2):
     dc *= f
 
 
+def _input_gates(xp, x, w_ih, b_ih, b_hh):
+    """x_t W_ih^T + b_ih + b_hh for every t in one GEMM, returned as (T, 4H, B)."""
+    T, B, D = x.shape
+    G = w_ih.shape[0]
+    projected = xp.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, G).transpose(0, 2, 1)
+    gates = xp.empty((T, G, B), dtype=x.dtype)
+    biases = [b for b in (b_ih, b_hh) if b is not None]
+    if biases:
+        xp.add(projected, sum(biases)[:, None], out=gates)
+    else:
+        gates[...] = projected
+    return gates
+
+
 class LSTM(Function):
-    """Inputs x, h0, c0, w_ih, w_hh, b_ih, b_hh; outputs (y, h_T, c_T)."""
+    """Inputs x, h0, c0, w_ih, w_hh, b_ih, b_hh; outputs (y, h_T, c_T).
+
+    Inside, every per-step array is laid out (features, B) (gates (T, 4H, B), states
+    (T, H, B)): then the recurrent GEMMs W_hh h^T and W_hh^T da run faster in BLAS than
+    their (B, features) transposes for a small batch (about 1.3x with OpenBLAS at B = 20),
+    and each gate block is contiguous. Only the arrays that meet the big weight GEMMs
+    (the output/H_prev and dA) are kept batch-major, (T, B, *).
+    """
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         xp = ctx.xp
         T, B, D = x.shape
         H = w_hh.shape[1]
-        x2 = x.reshape(T * B, D)
-        # All input projections in one GEMM; the recurrent term is added step by step.
-        gates = xp.matmul(x2, w_ih.T).reshape(T, B, 4 * H)
-        for b in (b_ih, b_hh):
-            if b is not None:
-                gates += b
-        hs = xp.empty((T + 1, B, H), dtype=x.dtype)   # hs[t] = h_t, hs[0] = h0
-        cs = xp.empty((T + 1, B, H), dtype=x.dtype)   # cs[t] = c_t, cs[0] = c0
-        tanh_c = xp.empty((T, B, H), dtype=x.dtype)
-        hs[0], cs[0] = h0, c0
-        # A contiguous copy of W_hh^T: BLAS runs h W_hh^T faster on it than on the transposed view.
-        w_hh_t = xp.ascontiguousarray(w_hh.T)
-        recurrent = xp.empty((B, 4 * H), dtype=x.dtype)
-        scratch = xp.empty((B, H), dtype=x.dtype)
+        gates = _input_gates(xp, x, w_ih, b_ih, b_hh)
+        h = xp.empty((T + 1, H, B), dtype=x.dtype)     # h[t] = h_t^T, h[0] = h0^T
+        c = xp.empty((T + 1, H, B), dtype=x.dtype)     # c[t] = c_t^T, c[0] = c0^T
+        tanh_c = xp.empty((T, H, B), dtype=x.dtype)    # tanh_c[t - 1] = tanh(c_t)^T
+        h[0], c[0] = h0.T, c0.T
+        recurrent = xp.empty((4 * H, B), dtype=x.dtype)
+        scratch = xp.empty((H, B), dtype=x.dtype)
         for t in range(T):
-            xp.matmul(hs[t], w_hh_t, out=recurrent)
+            xp.matmul(w_hh, h[t], out=recurrent)
             gates[t] += recurrent
-            _cell_forward(xp, gates[t], cs[t], cs[t + 1], tanh_c[t], hs[t + 1], scratch)
-        ctx.save(x2, w_ih, w_hh, gates, hs, cs, tanh_c)
-        ctx.has_bias = (b_ih is not None, b_hh is not None)
-        return hs[1:], hs[T].copy(), cs[T].copy()
+            _cell_forward(xp, gates[t], c[t], c[t + 1], tanh_c[t], h[t + 1], scratch)
+        # Back to (B, H): hs[1:] is the output, hs[:T] the H_prev of dW_hh.
+        hs = xp.empty((T + 1, B, H), dtype=x.dtype)
+        hs[0] = h0
+        hs[1:] = h[1:].transpose(0, 2, 1)
+        ctx.save(x, w_ih, w_hh, gates, hs, c, tanh_c)
+        return hs[1:], hs[T].copy(), c[T].T.copy()
 
     @staticmethod
     def backward(ctx, gy, gh_T, gc_T):
         xp = ctx.xp
-        x2, w_ih, w_hh, gates, hs, cs, tanh_c = ctx.saved
+        x, w_ih, w_hh, gates, hs, c, tanh_c = ctx.saved
         need_x, need_h0, need_c0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad
-        T, B, H = gy.shape
-        da, dc0 = _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh)
-        dh0 = xp.matmul(da[0], w_hh) if need_h0 else None
-        da2 = da.reshape(T * B, 4 * H)
-        dx = xp.matmul(da2, w_ih).reshape(T, B, -1) if need_x else None
-        dw_ih = xp.matmul(da2.T, x2) if need_w_ih else None
+        T, B, D = x.shape
+        H = w_hh.shape[1]
+        da, dh0, dc0 = _backward_through_time(xp, gy, gh_T, gc_T, gates, c, tanh_c, w_hh, need_h0)
+        da2 = da.reshape(T * B, 4 * H)                   # dA (T*B, 4H)
+        dx = None
+        if need_x:
+            dx = xp.empty((T, B, D), dtype=x.dtype)      # owned, not a reshaped view: no copy later
+            xp.matmul(da2, w_ih, out=dx.reshape(T * B, D))
+        dw_ih = xp.matmul(da2.T, x.reshape(T * B, D)) if need_w_ih else None
         dw_hh = xp.matmul(da2.T, hs[:T].reshape(T * B, H)) if need_w_hh else None
         db = da2.sum(axis=0) if (need_b_ih or need_b_hh) else None
         db_ih = db if need_b_ih else None
@@ -140,23 +166,30 @@ class LSTM(Function):
         return dx, dh0, (dc0 if need_c0 else None), dw_ih, dw_hh, db_ih, db_hh
 
 
-def _backward_through_time(xp, gy, gh_T, gc_T, gates, cs, tanh_c, w_hh):
+def _backward_through_time(xp, gy, gh_T, gc_T, gates, c, tanh_c, w_hh, need_h0):
     """Run the recursion of the module docstring from t = T down to 1 (indices T-1..0).
 
-    Returns the pre-activation gradients da (T, B, 4H) and dc_0 (B, H)."""
+    Returns the pre-activation gradients da (T, B, 4H), dh_0 (B, H) or None, and dc_0 (B, H).
+    The incoming cotangents are only read, never modified.
+    """
     T, B, H = gy.shape
-    da = xp.empty(gates.shape, dtype=gates.dtype)
-    dh = xp.empty((B, H), dtype=gates.dtype)
-    dh_next = gh_T.astype(gates.dtype, copy=True)   # the gradient flowing into h_t from step t+1
-    dc = gc_T.astype(gates.dtype, copy=True)        # never modify the incoming cotangents
-    scratch = xp.empty((B, H), dtype=gates.dtype)
-    scratch2 = xp.empty((B, 2 * H), dtype=gates.dtype)
+    dtype = gates.dtype
+    da = xp.empty((T, B, 4 * H), dtype=dtype)      # batch-major, as the weight GEMMs want it
+    da_t = xp.empty((4 * H, B), dtype=dtype)
+    dh = xp.empty((H, B), dtype=dtype)
+    dh_next = gh_T.T.astype(dtype, order="C")     # the gradient reaching h_t from step t+1
+    dc = gc_T.T.astype(dtype, order="C")
+    scratch = xp.empty((H, B), dtype=dtype)
+    scratch2 = xp.empty((2 * H, B), dtype=dtype)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)         # contiguous W_hh^T: the faster BLAS layout
     for t in range(T - 1, -1, -1):
-        xp.add(gy[t], dh_next, out=dh)
-        _cell_backward(xp, gates[t], cs[t], tanh_c[t], dh, dc, da[t], scratch, scratch2)
-        if t > 0:
-            xp.matmul(da[t], w_hh, out=dh_next)
-    return da, dc
+        xp.add(gy[t].T, dh_next, out=dh)
+        _cell_backward(xp, gates[t], c[t], tanh_c[t], dh, dc, da_t, scratch, scratch2)
+        da[t] = da_t.T
+        if t > 0 or need_h0:
+            xp.matmul(w_hh_t, da_t, out=dh_next)
+    dh0 = dh_next.T.copy() if need_h0 else None
+    return da, dh0, dc.T.copy()
 
 
 def lstm(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
@@ -199,7 +232,8 @@ def _validate(input, h0, c0, w_ih, w_hh, b_ih, b_hh):
 
     x = check_ndim(tensor(input, "input"), "lstm: input", 3, "(T, B, D)")
     if x.shape[0] < 1:
-        raise ValueError(f"lstm: input: expected at least one time step, got shape {tuple(x.shape)}")
+        raise ValueError("lstm: input: expected at least one time step, "
+                         f"got shape {tuple(x.shape)}")
     T, B, D = x.shape
     w_hh = check_ndim(tensor(w_hh, "w_hh"), "lstm: w_hh", 2, "(4H, H)")
     H = w_hh.shape[1]
