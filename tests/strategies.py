@@ -123,3 +123,22 @@ def pool2d_geometry(draw, max_batch=3, max_channels=3, max_side=7, max_kernel=4,
     side = _fitting_sides(draw, kernel, padding, max_side)
     stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
     return dict(x_shape=(n, c) + side, kernel_size=kernel, stride=stride, padding=padding)
+
+
+# ---- batch norm and embedding ---------------------------------------------------------
+@st.composite
+def batch_norm_shapes(draw, max_batch=4, max_channels=3, max_side=4):
+    """(N, C), (N, C, L) or (N, C, H, W) with N >= 2, so that every channel has more than
+    one value and training-mode statistics exist."""
+    rank = draw(st.sampled_from([2, 3, 4]))
+    n, c = draw(st.integers(2, max_batch)), draw(st.integers(1, max_channels))
+    return (n, c) + tuple(draw(st.integers(1, max_side)) for _ in range(rank - 2))
+
+
+@st.composite
+def indices(draw, num_embeddings, max_dims=3, max_side=5):
+    """int64 indices in [0, num_embeddings) of a drawn shape (1..max_dims dims); with a small
+    vocabulary, repeated indices (whose gradients must sum) are the rule."""
+    shape = draw(shapes(min_dims=1, max_dims=max_dims, max_side=max_side))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return np.random.default_rng(seed).integers(0, num_embeddings, size=shape)

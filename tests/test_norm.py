@@ -1,0 +1,248 @@
+"""batch_norm: gradient checks, a NumPy closed form, torch cross-checks, argument errors.
+
+The op has two implementations (a per-channel loop on NumPy for large channel slabs, a
+vectorised one for small slabs and CuPy); `path(...)` forces either so both are tested
+on small shapes.
+"""
+import contextlib
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinyhw
+from tinyhw.gradcheck import gradcheck
+from tinyhw.ops import norm
+from tinyhw.ops.norm import batch_norm
+from tests.strategies import arrays, batch_norm_shapes
+
+EPS = 1e-5
+PATHS = ["loops", "vectorized"]
+
+
+@contextlib.contextmanager
+def path(name):
+    """Force the per-channel loop ('loops') or the vectorised path, whatever the shape."""
+    limit = 1 if name == "loops" else 10**12
+    with mock.patch.object(norm, "_LOOP_MIN_SLAB", limit), \
+            mock.patch.object(norm, "_LOOP_MIN_ROW", limit):
+        yield
+
+
+def reference(x, rm, rv, w, b, training, momentum=0.1, eps=EPS):
+    """NumPy closed form: output and the updated running statistics (float64)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = x.size // x.shape[1]
+    if training:
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+        rm = (1 - momentum) * rm + momentum * mu
+        rv = (1 - momentum) * rv + momentum * var * m / (m - 1)
+    else:
+        mu, var = rm, rv
+    y = (x - mu.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    y = y * (1.0 if w is None else w.reshape(shape)) + (0.0 if b is None else b.reshape(shape))
+    return y, rm, rv
+
+
+def reference_grads(x, dy, w, training, rm=None, rv=None, eps=EPS):
+    """dx, dgamma, dbeta from the closed forms in the module docstring."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = x.size // x.shape[1]
+    mu, var = (x.mean(axis=axes), x.var(axis=axes)) if training else (rm, rv)
+    r = 1 / np.sqrt(var + eps)
+    x_hat = (x - mu.reshape(shape)) * r.reshape(shape)
+    gamma = np.ones(x.shape[1]) if w is None else w
+    g = dy * gamma.reshape(shape)
+    if training:
+        dx = r.reshape(shape) / m * (m * g - g.sum(axis=axes).reshape(shape)
+                                     - x_hat * (g * x_hat).sum(axis=axes).reshape(shape))
+    else:
+        dx = g * r.reshape(shape)
+    return dx, (dy * x_hat).sum(axis=axes), dy.sum(axis=axes)
+
+
+@st.composite
+def bn_case(draw):
+    """Input, optional weight and bias, positive running statistics, mode and path."""
+    shape = draw(batch_norm_shapes())
+    c = shape[1]
+    return dict(x=draw(arrays(shape)),
+                w=draw(st.one_of(st.none(), arrays((c,), 0.5, 2.0))),
+                b=draw(st.one_of(st.none(), arrays((c,)))),
+                rm=draw(arrays((c,))), rv=draw(arrays((c,), 0.5, 2.0)),
+                training=draw(st.booleans()), path=draw(st.sampled_from(PATHS)))
+
+
+@given(bn_case())
+def test_gradcheck(case):
+    rm, rv, training = case["rm"], case["rv"], case["training"]
+
+    def f(x, w, b):
+        # Fresh copies: training updates the running statistics in place on every call.
+        return batch_norm(x, tinyhw.Tensor(rm.copy()), tinyhw.Tensor(rv.copy()), w, b,
+                          training=training)
+
+    with path(case["path"]):
+        assert gradcheck(f, [case["x"], case["w"], case["b"]])
+
+
+@given(bn_case(), st.floats(0.0, 1.0))
+def test_forward_and_running_stats_match_numpy(case, momentum):
+    x, w, b, training = case["x"], case["w"], case["b"], case["training"]
+    rm, rv = tinyhw.Tensor(case["rm"].copy()), tinyhw.Tensor(case["rv"].copy())
+    with path(case["path"]):
+        y = batch_norm(x, rm, rv, w, b, training=training, momentum=momentum)
+    y_ref, rm_ref, rv_ref = reference(x, case["rm"], case["rv"], w, b, training, momentum)
+    np.testing.assert_allclose(y.data, y_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(rm.data, rm_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rv.data, rv_ref, rtol=1e-12, atol=1e-12)
+
+
+@given(bn_case(), st.data())
+def test_backward_matches_closed_form(case, data):
+    x, w, training = case["x"], case["w"], case["training"]
+    dy = data.draw(arrays(x.shape))
+    xt = tinyhw.Tensor(x, requires_grad=True)
+    wt = tinyhw.Tensor(np.ones(x.shape[1]) if w is None else w, requires_grad=True)
+    bt = tinyhw.Tensor(np.zeros(x.shape[1]), requires_grad=True)
+    with path(case["path"]):
+        batch_norm(xt, tinyhw.Tensor(case["rm"].copy()), tinyhw.Tensor(case["rv"].copy()),
+                   wt, bt, training=training).backward(dy)
+    dx, dgamma, dbeta = reference_grads(x, dy, w, training, case["rm"], case["rv"])
+    for got, want in ((xt.grad, dx), (wt.grad, dgamma), (bt.grad, dbeta)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_eval_mode_uses_running_stats_and_leaves_them_alone(rng, name):
+    x = rng.normal(3.0, 2.0, size=(5, 4, 3, 3))
+    rm, rv = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
+    rm_t, rv_t = tinyhw.Tensor(rm.copy()), tinyhw.Tensor(rv.copy())
+    with path(name):
+        y = batch_norm(x, rm_t, rv_t, training=False)
+    expected = (x - rm[None, :, None, None]) / np.sqrt(rv[None, :, None, None] + EPS)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12)
+    np.testing.assert_array_equal(rm_t.data, rm)
+    np.testing.assert_array_equal(rv_t.data, rv)
+
+
+def test_training_output_is_normalised_and_stats_are_optional(rng):
+    x = rng.normal(5.0, 3.0, size=(6, 3, 4, 4))
+    y = batch_norm(x, None, None, training=True).data
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1.0 / (1.0 + EPS / x.var(axis=(0, 2, 3))))
+
+
+def test_running_stats_update_under_no_grad(rng):
+    x = rng.normal(size=(4, 2, 3))
+    rm, rv = tinyhw.Tensor(np.zeros(2)), tinyhw.Tensor(np.ones(2))
+    with tinyhw.no_grad():
+        batch_norm(x, rm, rv, training=True, momentum=0.5)
+    np.testing.assert_allclose(rm.data, 0.5 * x.mean(axis=(0, 2)))
+    np.testing.assert_allclose(rv.data, 0.5 + 0.5 * x.var(axis=(0, 2), ddof=1))
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_only_parameter_gradients_when_input_is_constant(rng, name):
+    x, dy = rng.normal(size=(3, 2, 5)), rng.normal(size=(3, 2, 5))
+    w = tinyhw.Tensor(np.ones(2), requires_grad=True)
+    b = tinyhw.Tensor(np.zeros(2), requires_grad=True)
+    with path(name):
+        batch_norm(tinyhw.Tensor(x), None, None, w, b, training=True).backward(dy)
+    _, dgamma, dbeta = reference_grads(x, dy, None, True)
+    np.testing.assert_allclose(w.grad, dgamma, rtol=1e-10)
+    np.testing.assert_allclose(b.grad, dbeta, rtol=1e-10)
+
+
+def test_path_choice_by_shape():
+    cf = norm._channels_first
+    assert norm._use_loops(np, cf(np.zeros((8, 64, 56, 56), np.float32)))
+    assert not norm._use_loops(np, cf(np.zeros((4096, 64), np.float32)))  # rows of one value
+    assert not norm._use_loops(np, cf(np.zeros((2, 3, 4, 4), np.float32)))  # small slabs
+    assert not norm._use_loops(np, cf(np.zeros((8, 4, 64, 64), np.float16)))
+
+
+def test_float32_large_mean_is_accurate(rng):
+    """The loop path re-forms sum(dy (x - mu)) from sum(dy x); with |mu| = 100 std the
+    gradient must still be float32-accurate."""
+    x = (100.0 + rng.normal(size=(4, 3, 48, 48))).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    xt = tinyhw.Tensor(x, requires_grad=True)
+    assert norm._use_loops(np, norm._channels_first(x))
+    y = batch_norm(xt, None, None, training=True)
+    y.backward(dy)
+    y_ref, _, _ = reference(x.astype(np.float64), np.zeros(3), np.ones(3), None, None, True)
+    dx_ref = reference_grads(x.astype(np.float64), dy.astype(np.float64), None, True)[0]
+    assert y.dtype == xt.grad.dtype == np.float32
+    np.testing.assert_allclose(y.data, y_ref, atol=2e-4)
+    np.testing.assert_allclose(xt.grad, dx_ref, atol=2e-4 * np.abs(dx_ref).max())
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 3, 7), (2, 3, 64, 64), (3, 2, 5, 5)])
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_torch(rng, shape, training):
+    torch = pytest.importorskip("torch")
+    c = shape[1]
+    x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    w, b = rng.normal(size=c).astype(np.float32), rng.normal(size=c).astype(np.float32)
+    rm, rv = rng.normal(size=c).astype(np.float32), rng.uniform(0.5, 2, size=c).astype(np.float32)
+    ours = [tinyhw.Tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    stats = [tinyhw.Tensor(rm.copy()), tinyhw.Tensor(rv.copy())]
+    torch_stats = [torch.tensor(rm), torch.tensor(rv)]
+    for _ in range(2):  # two steps: the running statistics compound
+        y = batch_norm(ours[0], *stats, ours[1], ours[2], training=training, momentum=0.3)
+        yt = torch.nn.functional.batch_norm(theirs[0], *torch_stats, theirs[1], theirs[2],
+                                            training=training, momentum=0.3)
+    y.backward(dy)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-3, atol=1e-4)
+    for a, t in zip(stats, torch_stats):
+        np.testing.assert_allclose(a.data, t.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_errors():
+    x = tinyhw.Tensor(np.ones((4, 3, 2, 2)))
+    stats = dict(running_mean=tinyhw.Tensor(np.zeros(3)), running_var=tinyhw.Tensor(np.ones(3)))
+    with pytest.raises(ValueError, match=r"batch_norm: input: expected a 2-D .* tensor "
+                                         r"\(N, C, \*\), got shape \(4,\)"):
+        batch_norm(tinyhw.Tensor(np.ones(4)), None, None, training=True)
+    with pytest.raises(TypeError, match="batch_norm: input: expected a floating-point tensor"):
+        batch_norm(tinyhw.Tensor(np.ones((4, 3), np.int64)), None, None, training=True)
+    with pytest.raises(ValueError, match=r"batch_norm: weight: expected shape \(3,\) \(C,\) "
+                                         r"with C = 3 .* got \(4,\)"):
+        batch_norm(x, **stats, weight=tinyhw.Tensor(np.ones(4)))
+    with pytest.raises(ValueError, match=r"batch_norm: bias: expected shape \(3,\)"):
+        batch_norm(x, **stats, bias=tinyhw.Tensor(np.ones((3, 1))))
+    with pytest.raises(ValueError, match=r"batch_norm: running_mean: expected shape \(3,\)"):
+        batch_norm(x, tinyhw.Tensor(np.zeros(2)), stats["running_var"])
+    with pytest.raises(ValueError, match=r"batch_norm: running_var: expected shape \(3,\)"):
+        batch_norm(x, stats["running_mean"], tinyhw.Tensor(np.ones(5)))
+    with pytest.raises(TypeError, match="batch_norm: weight: dtype float32 differs from"):
+        batch_norm(x, **stats, weight=tinyhw.Tensor(np.ones(3, np.float32)))
+    with pytest.raises(TypeError, match="batch_norm: running_mean: expected a floating-point"):
+        batch_norm(x, tinyhw.Tensor(np.zeros(3, np.int64)), stats["running_var"])
+    with pytest.raises(ValueError, match="batch_norm: running_mean and running_var must both"):
+        batch_norm(x, stats["running_mean"], None, training=True)
+    with pytest.raises(ValueError, match="required when training=False"):
+        batch_norm(x, None, None)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, "
+                                         r"got input of shape \(1, 3\)"):
+        batch_norm(tinyhw.Tensor(np.ones((1, 3))), None, None, training=True)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        batch_norm(tinyhw.Tensor(np.ones((1, 3, 1, 1))), None, None, training=True)
+    with pytest.raises(TypeError, match="batch_norm: training: expected a bool"):
+        batch_norm(x, **stats, training="yes")
+    with pytest.raises(TypeError, match="batch_norm: momentum: expected a float, got None"):
+        batch_norm(x, **stats, training=True, momentum=None)
+    with pytest.raises(ValueError, match="batch_norm: eps: expected a float >= 0.0, got -1"):
+        batch_norm(x, **stats, eps=-1)
+    # One value per channel is fine in evaluation mode.
+    assert batch_norm(tinyhw.Tensor(np.ones((1, 3))), **stats).shape == (1, 3)
