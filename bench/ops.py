@@ -17,16 +17,20 @@ which is torch's, making our ratio look better than it is.
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-import tinyhw.functional as F
-from tinyhw import Tensor
-from tinyhw.ops.conv import conv2d
-from tinyhw.ops.norm import batch_norm
-from tinyhw.ops.rnn import lstm
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+import tinyhw.functional as F  # noqa: E402
+from tinyhw import Tensor  # noqa: E402
+from tinyhw.backend import keep_freed_memory  # noqa: E402
+from tinyhw.ops.conv import conv2d  # noqa: E402
+from tinyhw.ops.norm import batch_norm  # noqa: E402
+from tinyhw.ops.rnn import lstm  # noqa: E402
 
 try:
     import torch
@@ -117,27 +121,33 @@ CASES = {
 }
 
 
-def _seconds(fn, pause):
+def _seconds(fn, pause, reps):
+    """Mean seconds per call over `reps` back-to-back calls, after `pause` seconds idle."""
     time.sleep(pause)
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
 
 
-def run_case(ours, theirs, rounds, pause):
-    ours()  # warm-up: first calls allocate and page in memory
+def run_case(ours, theirs, rounds, pause, min_seconds=0.05):
+    """Alternate ours and theirs for `rounds` rounds; short ops repeat within a round
+    (`reps` calls, at least `min_seconds` in all) so thread wake-ups are amortised."""
+    first = _seconds(ours, 0, 1)  # warm-up: first calls allocate and page in memory
     if theirs is not None:
         theirs()
+    reps = max(1, round(min_seconds / first))
     ours_times, torch_times, ratios = [], [], []
     for _ in range(rounds):
-        ours_times.append(_seconds(ours, pause))
+        ours_times.append(_seconds(ours, pause, reps))
         if theirs is not None:
-            torch_times.append(_seconds(theirs, pause))
+            torch_times.append(_seconds(theirs, pause, reps))
             ratios.append(ours_times[-1] / torch_times[-1])
     return {
         "ours_ms": 1e3 * statistics.median(ours_times),
         "torch_ms": 1e3 * statistics.median(torch_times) if torch_times else None,
         "ratio": statistics.median(ratios) if ratios else None,
+        "reps_per_round": reps,
     }
 
 
@@ -149,7 +159,11 @@ def main():
                         help="seconds of idle before each timed call (default 0.3)")
     parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CASES))
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator settings alone (see keep_freed_memory)")
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()  # both engines run in this process, so both benefit
     names = [n for n in args.only.split(",") if n] or list(CASES)
     unknown = [n for n in names if n not in CASES]
     if unknown:
