@@ -1,0 +1,131 @@
+"""The character-aware language model of Kim et al. (2015), with Greff et al.'s highway variants.
+
+    chars (T, B, L) -> char embedding (15) -> convolutions over each word's characters,
+    tanh, max over time -> highway stack -> 2-layer LSTM -> dropout -> linear -> word logits
+
+Configurations (Kim et al., Table 2):
+    large: conv widths 1..7 with min(200, 50 w) filters (1100 features), 2 highway layers,
+           LSTM 650, dropout 0.5;  19,373,165 parameters with the coupled variant
+    small: widths 1..6 with 25 w filters (525 features), 1 highway layer, LSTM 300,
+           dropout 0.5;  5,312,515 parameters (coupled)
+    tiny:  widths 1..3 with 16 w filters, LSTM 48, dropout 0.1: for tests and smoke runs.
+
+Highway layers (Greff et al., Table 1a): H = relu(W_H y + b_H) and, as in Kim et al.'s
+code, each gate adds its bias offset as a constant on top of a learned bias that is
+initialised like every other parameter: T = sigmoid(W_T y + b_T - 2) and, for the carry
+gate, C = sigmoid(W_C y + b_C + 2), so that every variant starts by mostly carrying y.
+`residual` has twice as many layers, matching the coupled model's parameter count.
+
+`build()` applies Kim et al.'s initialisation: every parameter uniform in [-0.05, 0.05],
+then the padding character's embedding row set to zero (it receives no gradient).
+"""
+import numpy as np
+
+from tinyhw import init, nn
+from tinyhw.ops.activation import relu, sigmoid, tanh
+from tinyhw.ops.dropout import dropout
+from tinyhw.ops.highway import VARIANTS, highway
+from tinyhw.ops.reduction import max as reduce_max
+from tinyhw.ops.shape import cat
+
+CONFIGS = {
+    "large": dict(char_dim=15, widths=tuple(range(1, 8)), filters=lambda w: min(200, 50 * w),
+                  highway_layers=2, hidden=650, lstm_layers=2, dropout=0.5),
+    "small": dict(char_dim=15, widths=tuple(range(1, 7)), filters=lambda w: 25 * w,
+                  highway_layers=1, hidden=300, lstm_layers=2, dropout=0.5),
+    "tiny": dict(char_dim=8, widths=(1, 2, 3), filters=lambda w: 16 * w,
+                 highway_layers=1, hidden=48, lstm_layers=2, dropout=0.1),
+}
+USES_T = ("t_only", "coupled", "full")
+USES_C = ("c_only", "full")
+PAD_INDEX = 0
+
+
+class CharCNN(nn.Module):
+    """Word representations from characters: (N, L) char indices -> (N, sum of filters)."""
+
+    def __init__(self, char_vocab, char_dim, widths, filters, max_word_len):
+        super().__init__()
+        too_wide = [w for w in widths if w > max_word_len]
+        if too_wide:
+            raise ValueError(f"CharCNN: kernel widths {too_wide} exceed max_word_len {max_word_len}")
+        self.embed = nn.Embedding(char_vocab, char_dim, padding_idx=PAD_INDEX)
+        self.convs = nn.ModuleList([nn.Conv1d(char_dim, filters(w), w) for w in widths])
+        self.out_features = sum(filters(w) for w in widths)
+
+    def forward(self, chars):
+        e = self.embed(chars).transpose(1, 2)                 # (N, char_dim, L)
+        return cat([reduce_max(tanh(conv(e)), dim=2) for conv in self.convs], dim=1)
+
+
+class HighwayLayer(nn.Module):
+    """y -> combination of H = relu(W_H y + b_H) with y through the variant's gates."""
+
+    def __init__(self, dim, variant, gate_offset=-2.0):
+        super().__init__()
+        self.variant = variant
+        self.gate_offset = float(gate_offset)
+        self.H = nn.Linear(dim, dim)
+        if variant in USES_T:
+            self.T = nn.Linear(dim, dim)
+        if variant in USES_C:
+            self.C = nn.Linear(dim, dim)
+
+    def gates(self, y):
+        """(T, C) activations, None for a gate the variant lacks (the analysis reads these)."""
+        t = sigmoid(self.T(y) + self.gate_offset) if self.variant in USES_T else None
+        c = sigmoid(self.C(y) - self.gate_offset) if self.variant in USES_C else None
+        return t, c
+
+    def forward(self, y):
+        t, c = self.gates(y)
+        return highway(relu(self.H(y)), y, t=t, c=c, variant=self.variant)
+
+    def extra_repr(self):
+        return f"variant={self.variant!r}, gate_offset={self.gate_offset}"
+
+
+class CharLM(nn.Module):
+    """forward(chars (T, B, L), state=None) -> (logits (T*B, words), (h, c))."""
+
+    def __init__(self, config, variant, word_vocab, char_vocab, max_word_len):
+        super().__init__()
+        c = CONFIGS[config]
+        self.config, self.variant = config, variant
+        self.cnn = CharCNN(char_vocab, c["char_dim"], c["widths"], c["filters"], max_word_len)
+        width = self.cnn.out_features
+        layers = c["highway_layers"] * (2 if variant == "residual" else 1)
+        self.highways = nn.ModuleList([HighwayLayer(width, variant) for _ in range(layers)])
+        self.lstm = nn.LSTM(width, c["hidden"], num_layers=c["lstm_layers"], dropout=c["dropout"])
+        self.dropout = c["dropout"]
+        self.decoder = nn.Linear(c["hidden"], word_vocab)
+
+    def forward(self, chars, state=None):
+        steps, batch, length = chars.shape
+        y = self.cnn(chars.reshape(steps * batch, length))
+        for layer in self.highways:
+            y = layer(y)
+        out, state = self.lstm(y.reshape(steps, batch, -1), state)
+        out = dropout(out, self.dropout, self.training)
+        return self.decoder(out.reshape(steps * batch, -1)), state
+
+
+def build(config, variant, word_vocab, char_vocab, max_word_len, init_scale=0.05):
+    """One row of Greff et al.'s Table 1a: `build("large", "coupled", 10000, 51, 21)`."""
+    if config not in CONFIGS:
+        raise ValueError(f"config must be one of {tuple(CONFIGS)}, got {config!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for name, value in (("word_vocab", word_vocab), ("char_vocab", char_vocab),
+                        ("max_word_len", max_word_len)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    model = CharLM(config, variant, int(word_vocab), int(char_vocab), int(max_word_len))
+    for p in model.parameters():
+        init.uniform_(p, -init_scale, init_scale)
+    model.cnn.embed.weight.data[PAD_INDEX] = 0
+    return model
+
+
+def count_parameters(model):
+    return sum(p.size for p in model.parameters())

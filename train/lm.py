@@ -1,0 +1,261 @@
+"""Train the character-aware language model (Kim et al. 2015) on Penn Treebank.
+
+    python -m train.lm --variant c_only                       # one row of Greff et al.'s Table 1a
+    python -m train.lm --config small --epochs 1 --out runs/lm_small_coupled
+
+Kim et al.'s protocol: parameters uniform in [-0.05, 0.05]; plain SGD at learning rate 1.0
+on the gradient of the sum over the 35 steps of the batch-mean negative log-likelihood;
+global gradient norm clipped to 5; truncated BPTT carrying the LSTM state across windows of
+35 steps over 20 parallel streams; after every epoch the validation perplexity is measured
+and, from the third epoch on, the learning rate is halved when it improved by less than 1.0
+over the previous epoch; the best-validation model is kept, and the test perplexity is
+measured with it over the whole test split as one continuous stream.
+
+Writes into --out: command.txt, metrics.jsonl (one record per epoch), last.npz (the
+resumable state, written atomically every epoch and every --checkpoint-every steps) and
+best.npz (the best-validation model). The last line printed is the test perplexity.
+"""
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import tinyhw
+import tinyhw.functional as F
+from data.ptb import Corpus, find_ptb_dir, num_windows, stream_batches
+from nets.char_lm import CONFIGS, build, count_parameters
+from tinyhw import optim, serialize
+from tinyhw.backend import keep_freed_memory, normalize_device, to_device
+from tinyhw.ops.highway import VARIANTS
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.lm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=VARIANTS, default="coupled",
+                   help="highway variant (default coupled, Kim et al.'s layer)")
+    p.add_argument("--config", choices=tuple(CONFIGS), default="large",
+                   help="model size: large (Kim's LSTM-Char-Large), small, or tiny (default large)")
+    p.add_argument("--epochs", type=int, default=25, help="epochs (default 25)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many training steps in all (default: no limit)")
+    p.add_argument("--lr", type=float, default=1.0, help="initial learning rate (default 1.0)")
+    p.add_argument("--batch-size", type=int, default=20, help="parallel streams (default 20)")
+    p.add_argument("--seq-len", type=int, default=35, help="BPTT window (default 35)")
+    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to compute (default auto: the GPU when one is usable)")
+    p.add_argument("--data", default=None,
+                   help="folder with train/valid/test.txt (default $TINYHW_DATA/ptb, then data/ptb)")
+    p.add_argument("--out", default=None, help="run folder (default runs/lm_<config>_<variant>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="also checkpoint every N training steps (default 500; 0: epoch ends only)")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "seq_len"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_steps is not None and args.max_steps < 1:
+        p.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.lr <= 0 or args.clip <= 0:
+        p.error("--lr and --clip must be positive")
+    args.out = Path(args.out or f"runs/lm_{args.config}_{args.variant}")
+    return args
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def _device_ints(array, device):
+    return tinyhw.Tensor(to_device(np.ascontiguousarray(array), device))
+
+
+def _detach(state):
+    return tuple(s.detach() for s in state)
+
+
+def evaluate(model, corpus, split, batch_size, seq_len, device):
+    """Perplexity exp(mean NLL) over every predicted token of `split`, state carried."""
+    model.eval()
+    total, count, state = 0.0, 0, None
+    with tinyhw.no_grad():
+        for inputs, targets in stream_batches(corpus.ids[split], batch_size, seq_len):
+            logits, state = model(_device_ints(corpus.chars(inputs), device), state)
+            nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), device), "sum")
+            total += nll.item()
+            count += targets.size
+    return math.exp(total / count)
+
+
+class Trainer:
+    """Holds the run's state; `state_arrays`/`meta` are exactly what a checkpoint stores."""
+
+    def __init__(self, args, corpus, device):
+        self.args, self.corpus, self.device = args, corpus, device
+        tinyhw.manual_seed(args.seed)
+        v = corpus.vocab
+        self.model = build(args.config, args.variant, len(v.words), len(v.chars),
+                           v.max_word_len).to(device)
+        self.opt = optim.SGD(self.model.parameters(), lr=args.lr)
+        self.epoch, self.window, self.step = 0, 0, 0    # position: next window of this epoch
+        self.state = None                               # LSTM (h, c) carried across windows
+        self.val_history, self.best_val = [], math.inf
+        self.epoch_nll, self.epoch_tokens = 0.0, 0
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def save(self, path):
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.state is not None:
+            arrays["carry.h"], arrays["carry.c"] = self.state[0].data, self.state[1].data
+        meta = {"config": self.args.config, "variant": self.args.variant,
+                "epoch": self.epoch, "window": self.window, "step": self.step,
+                "lr": self.opt.param_groups[0]["lr"], "val_history": self.val_history,
+                "best_val": self.best_val, "epoch_nll": self.epoch_nll,
+                "epoch_tokens": self.epoch_tokens, "rng": tinyhw.random.get_state()}
+        serialize.save(arrays, path, meta=meta)
+
+    def load(self, path):
+        arrays, meta = serialize.load(path)
+        if (meta["config"], meta["variant"]) != (self.args.config, self.args.variant):
+            raise SystemExit(f"--resume: {path} holds a {meta['config']} {meta['variant']} run, "
+                             f"not --config {self.args.config} --variant {self.args.variant}")
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        self.state = None
+        if "carry.h" in arrays:
+            self.state = tuple(tinyhw.Tensor(to_device(arrays[k], self.device))
+                               for k in ("carry.h", "carry.c"))
+        for key in ("epoch", "window", "step", "val_history", "best_val", "epoch_nll",
+                    "epoch_tokens"):
+            setattr(self, key, meta[key])
+        self.opt.param_groups[0]["lr"] = meta["lr"]
+        tinyhw.random.set_state(meta["rng"])
+
+    # ---- training -------------------------------------------------------------------
+    def train_step(self, inputs, targets):
+        """One window: forward, backward of sum_t mean_b NLL, clip, SGD update. Returns NLL sum."""
+        self.model.train()
+        logits, state = self.model(_device_ints(self.corpus.chars(inputs), self.device),
+                                   self.state)
+        nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), self.device), "sum")
+        nll_sum = nll.item()
+        if not math.isfinite(nll_sum):
+            raise Diverged(f"training loss became {nll_sum} at step {self.step} (epoch "
+                           f"{self.epoch + 1}, window {self.window}); the last good checkpoint "
+                           f"is kept in {self.args.out / 'last.npz'}. Try a lower --lr.")
+        self.opt.zero_grad()
+        (nll * (1.0 / inputs.shape[1])).backward()   # sum over steps of the batch mean
+        optim.clip_grad_norm_(self.model.parameters(), self.args.clip)
+        self.opt.step()
+        self.state = _detach(state)
+        return nll_sum
+
+    def end_epoch(self, log):
+        a = self.args
+        val = evaluate(self.model, self.corpus, "valid", a.batch_size, a.seq_len, self.device)
+        lr = self.opt.param_groups[0]["lr"]
+        train_ppl = math.exp(self.epoch_nll / max(self.epoch_tokens, 1))
+        improved = val < self.best_val
+        if improved:
+            self.best_val = val
+            serialize.save(self.model.state_dict(), a.out / "best.npz",
+                           meta={"config": a.config, "variant": a.variant, "val_ppl": val})
+        # Kim et al.: from the third epoch on, halve when val improved by less than 1.0.
+        if len(self.val_history) >= 2 and self.val_history[-1] - val < 1.0:
+            self.opt.param_groups[0]["lr"] = lr * 0.5
+        self.val_history.append(val)
+        record = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train_ppl": train_ppl,
+                  "val_ppl": val, "best_val_ppl": self.best_val, "seconds": log["seconds"],
+                  "words_per_s": log["words_per_s"]}
+        with open(a.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"epoch {self.epoch + 1:2d}  lr {lr:.4g}  train ppl {train_ppl:8.2f}  "
+              f"val ppl {val:8.2f}{'  (best)' if improved else ''}  "
+              f"{log['words_per_s']:.0f} words/s", flush=True)
+        self.epoch, self.window, self.state = self.epoch + 1, 0, None
+        self.epoch_nll, self.epoch_tokens = 0.0, 0
+
+    def run_epoch(self):
+        """Train from the saved position to the end of the epoch (or --max-steps)."""
+        a = self.args
+        ids = self.corpus.ids["train"]
+        total = num_windows(len(ids), a.batch_size, a.seq_len)
+        bar = tqdm(total=total, initial=self.window, desc=f"epoch {self.epoch + 1}",
+                   unit="win", leave=False, dynamic_ncols=True, mininterval=1.0)
+        start, words = time.perf_counter(), 0
+        for index, (inputs, targets) in enumerate(stream_batches(ids, a.batch_size, a.seq_len)):
+            if index < self.window:
+                continue   # resuming mid-epoch: skip windows already trained
+            if a.max_steps is not None and self.step >= a.max_steps:
+                bar.close()
+                return False
+            nll_sum = self.train_step(inputs, targets)
+            self.epoch_nll += nll_sum
+            self.epoch_tokens += targets.size
+            self.window, self.step = index + 1, self.step + 1
+            words += targets.size
+            bar.update(1)
+            bar.set_postfix(ppl=f"{math.exp(self.epoch_nll / self.epoch_tokens):.1f}",
+                            words_s=f"{words / (time.perf_counter() - start):.0f}")
+            if a.checkpoint_every and self.step % a.checkpoint_every == 0:
+                self.save(a.out / "last.npz")
+        bar.close()
+        seconds = time.perf_counter() - start
+        self.end_epoch({"seconds": seconds, "words_per_s": words / max(seconds, 1e-9)})
+        self.save(a.out / "last.npz")
+        return True
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    keep_freed_memory()
+    device = normalize_device(args.device)
+    corpus = Corpus(find_ptb_dir(args.data))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "command.txt", "a") as f:
+        f.write(shlex.join([sys.executable.split("/")[-1], "-m", "train.lm"] + (argv or sys.argv[1:]))
+                + "\n")
+    trainer = Trainer(args, corpus, device)
+    if args.resume:
+        if not (args.out / "last.npz").is_file():
+            raise SystemExit(f"--resume: no checkpoint at {args.out / 'last.npz'}")
+        trainer.load(args.out / "last.npz")
+        print(f"resumed from {args.out / 'last.npz'}: epoch {trainer.epoch + 1}, "
+              f"window {trainer.window}, step {trainer.step}")
+    v = corpus.vocab
+    print(f"{args.config} char-LM, {args.variant} highway: {count_parameters(trainer.model):,} "
+          f"parameters; {len(v.words)} words, {len(v.chars)} chars, max word length "
+          f"{v.max_word_len}; device {device}; out {args.out}")
+    try:
+        while trainer.epoch < args.epochs:
+            if not trainer.run_epoch():
+                trainer.save(args.out / "last.npz")
+                print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
+                break
+    except Diverged as e:
+        raise SystemExit(f"diverged: {e}") from None
+    return finish(trainer, args, corpus, device)
+
+
+def finish(trainer, args, corpus, device):
+    """Test perplexity of the best-validation model (or the current one if none was saved)."""
+    best = args.out / "best.npz"
+    if best.is_file():
+        trainer.model.load_state_dict(serialize.load(best)[0])
+    test = evaluate(trainer.model, corpus, "test", 1, args.seq_len, device)
+    with open(args.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"final": True, "step": trainer.step, "best_val_ppl": trainer.best_val,
+                            "test_ppl": test}) + "\n")
+    print(f"test perplexity {test:.2f}")
+    return test
+
+
+if __name__ == "__main__":
+    main()
