@@ -55,7 +55,10 @@ class CharCNN(nn.Module):
 
     def forward(self, chars):
         e = self.embed(chars).transpose(1, 2)                 # (N, char_dim, L)
-        return cat([reduce_max(tanh(conv(e)), dim=2) for conv in self.convs], dim=1)
+        # Kim et al. take max_t tanh(z_t); tanh is increasing, so that equals tanh(max_t z_t),
+        # with the same gradient. Taking the max first applies tanh to (N, filters) instead of
+        # (N, filters, L - w + 1).
+        return tanh(cat([reduce_max(conv(e), dim=2) for conv in self.convs], dim=1))
 
 
 class HighwayLayer(nn.Module):

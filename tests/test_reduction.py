@@ -59,3 +59,20 @@ def test_errors():
         F.mean(Tensor(np.arange(3)))
     with pytest.raises(ValueError, match="max: input is empty"):
         F.max(Tensor(np.ones((0, 2))))
+
+
+def test_max_along_one_dim_gives_the_gradient_to_the_first_maximum_like_torch():
+    x = Tensor(np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]]), requires_grad=True)
+    F.max(x, dim=1).backward(np.array([10.0, 20.0]))
+    np.testing.assert_allclose(x.grad, [[0, 10, 0], [20, 0, 0]])
+
+
+def test_max_along_one_dim_matches_torch():
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).standard_normal((3, 4, 5))
+    g = np.random.default_rng(1).standard_normal((3, 5))
+    x = Tensor(a, requires_grad=True)
+    F.max(x, dim=1).backward(g)
+    t = torch.tensor(a, requires_grad=True)
+    t.max(dim=1).values.backward(torch.tensor(g))
+    np.testing.assert_allclose(x.grad, t.grad.numpy())

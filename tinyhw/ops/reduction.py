@@ -4,8 +4,11 @@ With `dim=None` the reduction runs over every element. Backward re-expands the
 reduced gradient to the input's shape:
     sum:  dx = broadcast(dy)
     mean: dx = broadcast(dy) / n,  n the number of elements reduced
-    max:  dx = broadcast(dy) * [x == max] / (number of maxima), so ties share
-          the gradient equally (the subgradient torch's amax uses).
+    max over several dims (or all): dx = broadcast(dy) * [x == max] / (number of
+          maxima), so ties share the gradient equally (as torch's x.max() and amax);
+    max over one dim: the gradient goes to the arg-max of each slice (the first one on a
+          tie, as torch's x.max(dim)), scattered back with put_along_axis: no mask or
+          division over the whole input, which matters for the char-CNN's max over time.
 """
 from ..autograd import Function
 from ..checks import as_tensor, normalize_dim
@@ -53,6 +56,26 @@ class Mean(Function):
         return _expand(ctx.xp, gy / ctx.count, axes, keepdim, shape)
 
 
+class MaxAlongDim(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdim):
+        xp = ctx.xp
+        index = xp.expand_dims(x.argmax(axis=axis), axis)
+        ctx.save(index)
+        ctx.meta = (axis, keepdim, x.shape, x.dtype)
+        y = xp.take_along_axis(x, index, axis=axis)
+        return y if keepdim else y.squeeze(axis=axis)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (index,) = ctx.saved
+        axis, keepdim, shape, dtype = ctx.meta
+        xp = ctx.xp
+        gx = xp.zeros(shape, dtype)
+        xp.put_along_axis(gx, index, gy if keepdim else xp.expand_dims(gy, axis), axis=axis)
+        return gx
+
+
 class Max(Function):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
@@ -85,8 +108,12 @@ def mean(input, dim=None, keepdim=False):
 
 
 def max(input, dim=None, keepdim=False):
-    """Maximum values over `dim` (values only; ties share the gradient)."""
+    """Maximum values over `dim` (values only). Over one dim the arg-max gets the gradient
+    (the first on a tie); over several dims or all, tied maxima share it equally."""
     x = as_tensor(input, "max: input")
     if x.size == 0:
         raise ValueError("max: input is empty")
-    return Max.apply(x, axes=_axes(dim, x.ndim, "max"), keepdim=keepdim)
+    axes = _axes(dim, x.ndim, "max")
+    if len(axes) == 1 and x.ndim > 1 and dim is not None:
+        return MaxAlongDim.apply(x, axis=axes[0], keepdim=keepdim)
+    return Max.apply(x, axes=axes, keepdim=keepdim)

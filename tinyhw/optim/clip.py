@@ -22,11 +22,12 @@ def clip_grad_norm_(parameters, max_norm):
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
-    # Each square-sum is reduced on its device in float64, then summed on the host.
+    # Each square-sum is one BLAS dot product on its device (no temporary array; float32
+    # gradients accumulate in float32, as torch's norm does), summed on the host in float64.
     squares = 0.0
     for g in grads:
-        wide = g.astype(get_array_module(g).float64, copy=False)
-        squares += float((wide * wide).sum())
+        flat = g.reshape(-1)
+        squares += float(get_array_module(g).vdot(flat, flat))
     total = math.sqrt(squares)
     coefficient = max_norm / (total + 1e-6)
     if coefficient < 1:
