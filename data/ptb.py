@@ -25,13 +25,12 @@ PROJECT_DATA = Path(__file__).resolve().parent
 
 
 def find_ptb_dir(data=None):
-    """The folder holding train/valid/test.txt: `data`, else $TINYHW_DATA/ptb, else data/ptb.
-
-    A folder given explicitly must be right; otherwise the first folder that has all three
-    files wins. The error lists every place looked at."""
+    """The folder holding train/valid/test.txt: `data` (or `data`/ptb), else $TINYHW_DATA/ptb,
+    else the project's data/ptb. A folder given explicitly must be right; otherwise the first
+    folder that has all three files wins. The error lists every place looked at."""
     candidates = []
     if data is not None:
-        candidates.append(Path(data))
+        candidates += [Path(data), Path(data) / "ptb"]  # the ptb folder or the folder above it
     else:
         if os.environ.get("TINYHW_DATA"):
             candidates.append(Path(os.environ["TINYHW_DATA"]) / "ptb")

@@ -217,7 +217,10 @@ def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
     device = normalize_device(args.device)
-    corpus = Corpus(find_ptb_dir(args.data))
+    try:
+        corpus = Corpus(find_ptb_dir(args.data))
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "command.txt", "a") as f:
         f.write(shlex.join([sys.executable.split("/")[-1], "-m", "train.lm"] + (argv or sys.argv[1:]))
