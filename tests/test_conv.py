@@ -230,3 +230,16 @@ def test_interleaved_convs_keep_their_saved_inputs(kernel, rng):
             conv2d(*check, stride=stride, padding=padding).backward(g)
             np.testing.assert_allclose(xt.grad, check[0].grad, atol=1e-12)
             np.testing.assert_allclose(wt.grad, check[1].grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 3), 1), ((1, 3), (0, 1)), ((3, 1), 0)])
+def test_shifted_route_bias_with_frozen_weight(kernel, padding, rng):
+    """The shifted route adds the bias inside its GEMM; the GEMM's operands then live in
+    work buffers when the weight needs no gradient."""
+    x, w, b = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3) + kernel), \
+        rng.standard_normal(4)
+    xt, bt = leaf(x), leaf(b)
+    y = conv2d(xt, tinyhw.Tensor(w), bt, padding=padding)
+    np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, (1, 1), pair_of(padding)),
+                               atol=1e-12)
+    assert gradcheck(lambda x, b: conv2d(x, w, b, padding=padding), [x, b], n_directions=4)

@@ -7,7 +7,7 @@ import pytest
 
 import tinyhw
 import tinyhw.functional as F
-from data.ptb import Corpus, Vocab, find_ptb_dir, read_tokens, stream_batches
+from data.ptb import Corpus, find_ptb_dir, read_tokens, stream_batches
 from nets.char_lm import VARIANTS, build, count_parameters
 from tinyhw import optim, serialize
 from train import lm

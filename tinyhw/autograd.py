@@ -210,4 +210,4 @@ def _accumulate_leaf(tensor, grad, incoming):
     if tensor.grad is None:
         tensor.grad = _owned(grad, incoming)
     else:
-        tensor.grad = tensor.grad + grad
+        tensor.grad += grad  # in place: a leaf's .grad never shares memory (see _owned)

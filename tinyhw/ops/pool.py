@@ -24,7 +24,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim
-from .conv import PhaseGrid, check_window_fits, hyper_pair, work_buffer
+from .window import PhaseGrid, check_window_fits, hyper_pair, work_buffer
 
 
 def _remember(ctx, x, kernel, stride, padding):
