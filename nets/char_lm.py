@@ -22,9 +22,9 @@ then the padding character's embedding row set to zero (it receives no gradient)
 import numpy as np
 
 from tinyhw import init, nn
-from tinyhw.ops.activation import relu, sigmoid, tanh
+from tinyhw.ops.activation import tanh
 from tinyhw.ops.dropout import dropout
-from tinyhw.ops.highway import VARIANTS, highway
+from tinyhw.ops.highway import VARIANTS
 from tinyhw.ops.reduction import max as reduce_max
 from tinyhw.ops.shape import cat
 
@@ -36,8 +36,6 @@ CONFIGS = {
     "tiny": dict(char_dim=8, widths=(1, 2, 3), filters=lambda w: 16 * w,
                  highway_layers=1, hidden=48, lstm_layers=2, dropout=0.1),
 }
-USES_T = ("t_only", "coupled", "full")
-USES_C = ("c_only", "full")
 PAD_INDEX = 0
 
 
@@ -61,33 +59,6 @@ class CharCNN(nn.Module):
         return tanh(cat([reduce_max(conv(e), dim=2) for conv in self.convs], dim=1))
 
 
-class HighwayLayer(nn.Module):
-    """y -> combination of H = relu(W_H y + b_H) with y through the variant's gates."""
-
-    def __init__(self, dim, variant, gate_offset=-2.0):
-        super().__init__()
-        self.variant = variant
-        self.gate_offset = float(gate_offset)
-        self.H = nn.Linear(dim, dim)
-        if variant in USES_T:
-            self.T = nn.Linear(dim, dim)
-        if variant in USES_C:
-            self.C = nn.Linear(dim, dim)
-
-    def gates(self, y):
-        """(T, C) activations, None for a gate the variant lacks (the analysis reads these)."""
-        t = sigmoid(self.T(y) + self.gate_offset) if self.variant in USES_T else None
-        c = sigmoid(self.C(y) - self.gate_offset) if self.variant in USES_C else None
-        return t, c
-
-    def forward(self, y):
-        t, c = self.gates(y)
-        return highway(relu(self.H(y)), y, t=t, c=c, variant=self.variant)
-
-    def extra_repr(self):
-        return f"variant={self.variant!r}, gate_offset={self.gate_offset}"
-
-
 class CharLM(nn.Module):
     """forward(chars (T, B, L), state=None) -> (logits (T*B, words), (h, c))."""
 
@@ -98,7 +69,10 @@ class CharLM(nn.Module):
         self.cnn = CharCNN(char_vocab, c["char_dim"], c["widths"], c["filters"], max_word_len)
         width = self.cnn.out_features
         layers = c["highway_layers"] * (2 if variant == "residual" else 1)
-        self.highways = nn.ModuleList([HighwayLayer(width, variant) for _ in range(layers)])
+        # Kim et al.'s -2 is a constant offset on the gate (the learned bias is initialised
+        # uniformly like every other parameter), so it is a gate_offset, not a gate_bias.
+        self.highways = nn.ModuleList([nn.Highway(width, variant, gate_bias=0.0, gate_offset=-2.0)
+                                       for _ in range(layers)])
         self.lstm = nn.LSTM(width, c["hidden"], num_layers=c["lstm_layers"], dropout=c["dropout"])
         self.dropout = c["dropout"]
         self.decoder = nn.Linear(c["hidden"], word_vocab)

@@ -453,3 +453,14 @@ def test_tiny_model_learns_with_sgd():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_highway_gate_offset_is_a_constant_on_top_of_the_learned_bias():
+    layer = nn.Highway(3, "full", gate_bias=0.0, gate_offset=-2.0)
+    for p in layer.parameters():
+        p.data[...] = 0.0
+    t, c = layer.gates(tinyhw.Tensor(np.ones((2, 3), np.float32)))
+    np.testing.assert_allclose(t.data, 1 / (1 + np.exp(2.0)), rtol=1e-6)   # sigmoid(-2)
+    np.testing.assert_allclose(c.data, 1 / (1 + np.exp(-2.0)), rtol=1e-6)  # sigmoid(+2)
+    assert {n for n, _ in layer.named_parameters()} == {
+        "H.weight", "H.bias", "T.weight", "T.bias", "C.weight", "C.bias"}

@@ -15,6 +15,10 @@ sets b_T. The carry gate has the opposite role, so for the same "mostly carry"
 start its bias is the negation, b_C = -gate_bias = +2, giving C ~ 0.88 at init.
 For `full` this makes y ~ 0.12 H + 0.88 x at init, the same start as `coupled`.
 Gate weights use Linear's default initialisation.
+
+`gate_offset` is a constant added to the transform gate's pre-activation (and subtracted
+from the carry gate's), on top of the learned bias: Kim et al.'s code adds its -2 this way
+(nn.AddConstant), so that re-initialising every parameter uniformly keeps the offset.
 """
 from .. import init
 from ..ops.activation import relu, sigmoid
@@ -33,13 +37,14 @@ class Highway(Module):
     C (carry gate), each a Linear(dim, dim).
     """
 
-    def __init__(self, dim, variant="coupled", gate_bias=-2.0):
+    def __init__(self, dim, variant="coupled", gate_bias=-2.0, gate_offset=0.0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"Highway: variant must be one of {VARIANTS}, got {variant!r}")
         self.dim = int(dim)
         self.variant = variant
         self.gate_bias = float(gate_bias)
+        self.gate_offset = float(gate_offset)
         self.H = Linear(dim, dim)
         if variant in _USES_T:
             self.T = Linear(dim, dim)
@@ -50,13 +55,19 @@ class Highway(Module):
 
     def gates(self, x):
         """(T, C) activations for input x; None for a gate the variant lacks."""
-        t = sigmoid(self.T(x)) if self.variant in _USES_T else None
-        c = sigmoid(self.C(x)) if self.variant in _USES_C else None
+        t = sigmoid(self._pre(self.T, x, self.gate_offset)) if self.variant in _USES_T else None
+        c = sigmoid(self._pre(self.C, x, -self.gate_offset)) if self.variant in _USES_C else None
         return t, c
+
+    @staticmethod
+    def _pre(linear, x, offset):
+        z = linear(x)
+        return z + offset if offset else z
 
     def forward(self, x):
         t, c = self.gates(x)
         return highway(relu(self.H(x)), x, t=t, c=c, variant=self.variant)
 
     def extra_repr(self):
-        return f"{self.dim}, variant={self.variant!r}, gate_bias={self.gate_bias}"
+        offset = f", gate_offset={self.gate_offset}" if self.gate_offset else ""
+        return f"{self.dim}, variant={self.variant!r}, gate_bias={self.gate_bias}{offset}"
