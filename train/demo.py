@@ -70,6 +70,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = normalize_device(args.device)
+    if device == "gpu" and not tinyhw.gpu_available():
+        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
+                         "CUDA device); use --device cpu or auto")
     tinyhw.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, y_train = two_spirals(1000, 0.02, rng)
@@ -93,7 +96,9 @@ def main(argv=None):
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     print(f"train accuracy {accuracy(model, tinyhw.tensor(x_train, device=device), y_train):.3f}")
-    print(f"test accuracy {accuracy(model, test_x, y_test):.3f}")
+    test_accuracy = accuracy(model, test_x, y_test)
+    print(f"test accuracy {test_accuracy:.3f}")
+    return test_accuracy
 
 
 if __name__ == "__main__":

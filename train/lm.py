@@ -217,6 +217,9 @@ def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
     device = normalize_device(args.device)
+    if device == "gpu" and not tinyhw.gpu_available():
+        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
+                         "CUDA device); use --device cpu or auto")
     try:
         corpus = Corpus(find_ptb_dir(args.data))
     except (FileNotFoundError, ValueError) as e:
