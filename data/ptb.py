@@ -124,10 +124,6 @@ class Corpus:
         return self.vocab.spellings[word_ids]
 
 
-def window_starts(length, seq_len):
-    return range(0, length, seq_len)
-
-
 def stream_batches(word_ids, batch_size, seq_len):
     """Yield (inputs, targets), each (T, batch_size) int64, T = seq_len except maybe the last.
 
@@ -145,7 +141,7 @@ def stream_batches(word_ids, batch_size, seq_len):
     inputs = used[:-1].reshape(batch_size, length).T           # (L, B)
     starts = np.arange(batch_size) * length + 1
     targets = used[starts[None, :] + np.arange(length)[:, None]]  # (L, B): the token after each input
-    for t0 in window_starts(length, seq_len):
+    for t0 in range(0, length, seq_len):
         yield inputs[t0: t0 + seq_len], targets[t0: t0 + seq_len]
 
 
