@@ -6,10 +6,10 @@ from its current value, so they produce torch's exact float sequence.
 `ReduceLROnPlateau` is stepped with the validation metric. Every scheduler has
 `state_dict()` (plain Python values, JSON-able) and `load_state_dict()`.
 """
-import copy
 import math
 
 from .optimizer import Optimizer
+from .scheduler_state import SchedulerState
 from .plateau import ReduceLROnPlateau  # noqa: F401  (also reachable as lr_scheduler.X, as torch)
 
 
@@ -18,7 +18,7 @@ def _check_optimizer(optimizer, owner):
         raise TypeError(f"{owner}: expected an Optimizer, got {type(optimizer).__name__}")
 
 
-class LRScheduler:
+class LRScheduler(SchedulerState):
     """Base of epoch-indexed schedules: subclasses define get_lr() for `last_epoch`."""
 
     def __init__(self, optimizer):
@@ -38,15 +38,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(copy.deepcopy(dict(state_dict)))
 
 
 class StepLR(LRScheduler):

@@ -17,13 +17,13 @@ paper's wording ("halved if the perplexity does not decrease by more than 1.0
 two agree while every epoch passes the test and can differ after one fails it,
 because `best` then stays at the older, higher value.
 """
-import copy
 import math
 
 from .optimizer import Optimizer
+from .scheduler_state import SchedulerState
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(SchedulerState):
     def __init__(self, optimizer, mode="min", factor=0.5, patience=0, threshold=1.0,
                  threshold_mode="abs", cooldown=0, min_lr=0.0, eps=1e-8):
         if not isinstance(optimizer, Optimizer):
@@ -86,12 +86,3 @@ class ReduceLROnPlateau:
             new = max(old * self.factor, min_lr)
             if old - new > self.eps:
                 group["lr"] = new
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(copy.deepcopy(dict(state_dict)))
