@@ -1,0 +1,122 @@
+"""Convolutional Residual, Highway and plain nets: a stem, stages of blocks, a linear head.
+
+Two families, built from the blocks of `nets.blocks`:
+- CIFAR (He et al. 2016, Sec. 4.2): conv3x3(3->16)-BN-ReLU, then 3 stages of n basic blocks
+  on 16, 32, 64 channels at 32x32, 16x16, 8x8 (depth 6n + 2), global average pool, linear.
+  Shortcuts where the shape changes are parameter-free (option A: subsample, zero-pad).
+- ImageNet (torchvision's ResNet-50): conv7x7/2(3->64)-BN-ReLU, max-pool 3x3/2, 4 stages of
+  [3, 4, 6, 3] bottlenecks of widths 64, 128, 256, 512 (outputs 4x that), projection
+  shortcuts, global average pool, linear. 25,557,032 parameters for 1,000 classes.
+
+`net.stages` is a list of `Stage`s (each a list of blocks), so analysis code can run the stem,
+then the blocks one by one, then `net.head`.
+"""
+from tinyhw import init, nn
+from tinyhw.ops.pool import adaptive_avg_pool2d, max_pool2d
+from tinyhw.ops.activation import relu
+from tinyhw.ops.shape import flatten
+
+from .blocks import BasicBlock, Bottleneck, Block, ConvUnit, Stage, init_gate_bias, norm
+
+
+class ImageNetStem(nn.Module):
+    """conv7x7 stride 2 (3->64) -> BN -> ReLU -> max-pool 3x3 stride 2: (N,3,224,224) -> (N,64,56,56)."""
+
+    def __init__(self, bn=True, channels=64):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 7, stride=2, padding=3, bias=not bn)
+        self.bn = norm(channels, bn)
+
+    def forward(self, x):
+        return max_pool2d(relu(self.bn(self.conv(x))), 3, stride=2, padding=1)
+
+
+class ConvNet(nn.Module):
+    """stem -> stages -> global average pool -> linear. (N, 3, S, S) -> logits (N, num_classes)."""
+
+    def __init__(self, stem, stages, features, num_classes):
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.stem = stem
+        self.stages = nn.ModuleList([Stage(blocks) for blocks in stages])
+        self.fc = nn.Linear(features, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torchvision's init: He-normal (fan_out) convs with zero biases, BN at (1, 0), then
+        every highway gate bias back to its negative start."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                init.ones_(m.weight)
+                init.zeros_(m.bias)
+        for block in self.blocks():
+            if block.kind == "highway":
+                init_gate_bias(block.T, isinstance(block.T[-1].bn, nn.BatchNorm2d))
+
+    def blocks(self):
+        """Every block, stage by stage."""
+        return [block for stage in self.stages for block in stage]
+
+    def head(self, x):
+        """Global average pool and the linear classifier: (N, C, h, w) -> (N, num_classes)."""
+        return self.fc(flatten(adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
+
+
+CIFAR_DEPTHS = (20, 32, 56, 110)
+CIFAR_CHANNELS = (16, 32, 64)
+
+
+def cifar_net(depth, kind, num_classes=10, bn=True):
+    """He et al.'s CIFAR net of `depth` = 6n + 2 layers with blocks of `kind`."""
+    if (depth - 2) % 6 or depth < 8:
+        raise ValueError(f"cifar_net: depth must be 6n + 2 (e.g. {CIFAR_DEPTHS}), got {depth}")
+    n = (depth - 2) // 6
+    stages, in_channels = [], CIFAR_CHANNELS[0]
+    for i, channels in enumerate(CIFAR_CHANNELS):
+        blocks = []
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            blocks.append(BasicBlock(in_channels, channels, stride, kind, bn))
+            in_channels = channels
+        stages.append(blocks)
+    stem = ConvUnit(3, CIFAR_CHANNELS[0], 3, 1, bn)
+    return ConvNet(stem, stages, in_channels, num_classes)
+
+
+RESNET50_LAYERS = (3, 4, 6, 3)
+RESNET50_WIDTHS = (64, 128, 256, 512)
+# Highway-50's bottleneck widths: two branches (H and the gate) of these widths hold about as
+# many weights as ResNet-50's one branch, so the whole net is within 2% of its parameters.
+HIGHWAY50_WIDTHS = (40, 80, 160, 320)   # 5/8 of ResNet-50's; 0.4% fewer parameters
+
+
+def imagenet_net(kind, num_classes=1000, bn=True, widths=RESNET50_WIDTHS, final_relu=False,
+                 layers=RESNET50_LAYERS):
+    """A 50-layer ImageNet net: ResNet-50's trunk (stage outputs 256, 512, 1024, 2048 channels)
+    with bottleneck blocks of `kind` and inner `widths`."""
+    stages, in_channels = [], 64
+    for i, (n, width) in enumerate(zip(layers, widths)):
+        out_channels = RESNET50_WIDTHS[i] * Bottleneck.expansion
+        blocks = []
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            blocks.append(Bottleneck(in_channels, width, stride, kind, bn, out_channels,
+                                     final_relu))
+            in_channels = out_channels
+        stages.append(blocks)
+    return ConvNet(ImageNetStem(bn), stages, in_channels, num_classes)
+
+
+def count_parameters(model):
+    return sum(p.size for p in model.parameters())

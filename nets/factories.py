@@ -1,0 +1,53 @@
+"""Named factories for the image nets: `resnet20(num_classes=10, bn=True)` and so on.
+
+`ARCHS` maps each name to its factory, for command lines (`--arch resnet20`).
+"""
+from .convnet import CIFAR_DEPTHS, HIGHWAY50_WIDTHS, cifar_net, imagenet_net
+
+_KIND_NAMES = {"resnet": "residual", "highway": "highway", "plain": "plain"}
+_CIFAR_DOC = ("{name}: He et al.'s {depth}-layer CIFAR net with {kind} blocks "
+              "(3 stages of {n} basic blocks on 16/32/64 channels).")
+
+
+def _cifar_factory(prefix, depth):
+    kind = _KIND_NAMES[prefix]
+
+    def factory(num_classes=10, bn=True):
+        return cifar_net(depth, kind, num_classes, bn)
+    factory.__name__ = factory.__qualname__ = f"{prefix}{depth}"
+    factory.__doc__ = _CIFAR_DOC.format(name=factory.__name__, depth=depth, kind=kind,
+                                        n=(depth - 2) // 6)
+    return factory
+
+
+resnet20, resnet32, resnet56, resnet110 = (_cifar_factory("resnet", d) for d in CIFAR_DEPTHS)
+highway20, highway32, highway56, highway110 = (_cifar_factory("highway", d) for d in CIFAR_DEPTHS)
+plain20, plain32, plain56, plain110 = (_cifar_factory("plain", d) for d in CIFAR_DEPTHS)
+
+
+def resnet50(num_classes=1000, bn=True):
+    """torchvision's ResNet-50 (v1.5): 25,557,032 parameters for 1,000 classes."""
+    return imagenet_net("residual", num_classes, bn)
+
+
+def highway50(num_classes=1000, bn=True):
+    """Highway-50: ResNet-50's trunk with highway bottlenecks, y = H T + x (1 - T)."""
+    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS)
+
+
+def highway_full50(num_classes=1000, bn=True):
+    """Highway-Full-50: as Highway-50, with a final ReLU at the end of each transform H."""
+    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS, final_relu=True)
+
+
+ARCHS = {f.__name__: f for f in (resnet20, resnet32, resnet56, resnet110,
+                                 highway20, highway32, highway56, highway110,
+                                 plain20, plain32, plain56, plain110,
+                                 resnet50, highway50, highway_full50)}
+
+
+def build_image_net(arch, num_classes, bn=True):
+    """The net called `arch` (a key of ARCHS); a clear error for an unknown name."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    return ARCHS[arch](num_classes=num_classes, bn=bn)

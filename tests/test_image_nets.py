@@ -1,0 +1,214 @@
+"""The convolutional Residual / Highway / plain nets: sizes, shapes, gradients, block API."""
+import numpy as np
+import pytest
+
+import tinyhw
+import tinyhw.functional as F
+from nets import (ARCHS, BasicBlock, Bottleneck, build_image_net, cifar_net, count_parameters,
+                  highway20, highway50, highway_full50, plain20, resnet20, resnet50)
+from nets.blocks import PadShortcut
+from nets.convnet import imagenet_net
+from tinyhw import Tensor
+
+
+def _tensor(r, *shape):
+    return Tensor(r.standard_normal(shape))
+
+
+# ---- sizes -----------------------------------------------------------------------------
+def test_resnet50_has_torchvisions_parameter_count():
+    assert count_parameters(resnet50()) == 25_557_032
+
+
+@pytest.mark.parametrize("factory", [highway50, highway_full50])
+def test_highway50_parameters_within_two_percent_of_resnet50(factory):
+    n = count_parameters(factory())
+    assert abs(n / 25_557_032 - 1) < 0.02
+
+
+def test_resnet20_has_he_et_als_parameter_count():
+    assert count_parameters(resnet20()) == 269_722   # He et al.: 0.27M
+
+
+@pytest.mark.parametrize("depth", [20, 32, 56, 110])
+@pytest.mark.parametrize("bn", [True, False])
+def test_cifar_highway_and_plain_nets_match_resnet_parameters(depth, bn):
+    ref = count_parameters(ARCHS[f"resnet{depth}"](bn=bn))
+    assert count_parameters(ARCHS[f"plain{depth}"](bn=bn)) == ref
+    assert abs(count_parameters(ARCHS[f"highway{depth}"](bn=bn)) / ref - 1) < 0.02
+
+
+def test_no_bn_drops_every_batch_norm_and_gives_convs_biases():
+    net = resnet50(num_classes=10, bn=False)
+    modules = list(net.modules())
+    assert not any(isinstance(m, tinyhw.nn.BatchNorm2d) for m in modules)
+    convs = [m for m in modules if isinstance(m, tinyhw.nn.Conv2d)]
+    assert convs and all(c.bias is not None for c in convs)
+    assert all(c.bias is None for c in resnet20().modules() if isinstance(c, tinyhw.nn.Conv2d))
+
+
+@pytest.mark.parametrize("depth,blocks", [(20, 3), (56, 9)])
+def test_cifar_stages_hold_n_blocks_and_change_shape_only_at_their_first(depth, blocks):
+    net = cifar_net(depth, "residual")
+    assert [len(s) for s in net.stages] == [blocks] * 3
+    x = tinyhw.Tensor(np.zeros((2, 3, 32, 32), np.float32))
+    x = net.stem(x)
+    shapes = []
+    for stage in net.stages:
+        outs = stage(x, keep=True)
+        shapes.append([tuple(o.shape) for o in outs])
+        x = outs[-1]
+    assert shapes == [[(2, c, s, s)] * blocks for c, s in ((16, 32), (32, 16), (64, 8))]
+
+
+def test_resnet50_stages_follow_torchvision():
+    net = resnet50(num_classes=7)
+    assert [len(s) for s in net.stages] == [3, 4, 6, 3]
+    assert len(net.blocks()) == 16
+    assert net.fc.weight.shape == (7, 2048)
+
+
+# ---- forward -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet20", "highway20", "plain20"])
+@pytest.mark.parametrize("bn", [True, False])
+def test_cifar_nets_give_logits_per_image(name, bn):
+    tinyhw.manual_seed(0)
+    net = build_image_net(name, 10, bn=bn)
+    y = net(tinyhw.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+                          .astype(np.float32)))
+    assert y.shape == (2, 10) and y.dtype == np.float32 and np.isfinite(y.data).all()
+
+
+def test_tiny_imagenet_net_forward_shape():
+    """The 50-layer trunk at one block per stage and a 64x64 input (224 is slow on 2 cores)."""
+    net = imagenet_net("highway", num_classes=5, widths=(4, 4, 4, 4), layers=(1, 1, 1, 1))
+    y = net(tinyhw.Tensor(np.zeros((1, 3, 64, 64), np.float32)))
+    assert y.shape == (1, 5)
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown arch 'resnet18'.*resnet20"):
+        build_image_net("resnet18", 10)
+
+
+def test_bad_depth_and_kind_are_clear_errors():
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        cifar_net(21, "residual")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        BasicBlock(4, 4, kind="dense")
+
+
+def test_pad_shortcut_subsamples_and_zero_pads_channels(rng):
+    x = rng.standard_normal((2, 4, 6, 6))
+    y = PadShortcut(4, 8, 2)(Tensor(x)).data
+    assert y.shape == (2, 8, 3, 3)
+    np.testing.assert_array_equal(y[:, 2:6], x[:, :, ::2, ::2])
+    assert not y[:, :2].any() and not y[:, 6:].any()
+
+
+def test_highway_block_combines_transform_and_shortcut_with_its_gate(rng):
+    tinyhw.manual_seed(0)
+    block = BasicBlock(4, 4, kind="highway").double()
+    x = _tensor(rng, 3, 4, 5, 5)
+    h, s, t = block.transform(x).data, block.shortcut(x).data, block.gate(x).data
+    np.testing.assert_allclose(block(x).data, h * t + s * (1 - t), rtol=1e-12)
+    # The gate starts mostly closed: the BN's shift is -2, so the mean gate is near sigmoid(-2).
+    assert 0.05 < t.mean() < 0.3
+
+
+def test_residual_and_plain_blocks(rng):
+    tinyhw.manual_seed(0)
+    x = _tensor(rng, 2, 4, 5, 5)
+    res = BasicBlock(4, 4, kind="residual").double()
+    np.testing.assert_allclose(res(x).data,
+                               np.maximum(res.transform(x).data + x.data, 0), rtol=1e-12)
+    plain = BasicBlock(4, 4, kind="plain").double()
+    assert plain.gate(x) is None and not hasattr(plain, "skip")
+    np.testing.assert_allclose(plain(x).data, np.maximum(plain.transform(x).data, 0))
+
+
+@pytest.mark.parametrize("kind", ["residual", "highway"])
+def test_lesioned_block_returns_its_identity_path(kind, rng):
+    block = BasicBlock(4, 8, stride=2, kind=kind).double()
+    x = _tensor(rng, 2, 4, 6, 6)
+    block.lesioned = True
+    np.testing.assert_array_equal(block(x).data, block.shortcut(x).data)
+
+
+def test_eval_mode_uses_batch_norm_running_statistics(rng):
+    tinyhw.manual_seed(0)
+    net = resnet20().double()
+    x = _tensor(rng, 4, 3, 32, 32)
+    net.train()
+    for _ in range(3):
+        net(x)                                   # moves the running statistics
+    net.eval()
+    one = net(Tensor(x.data[:1])).data           # in eval, a sample's output
+    four = net(x).data[:1]                       # does not depend on the rest of the batch
+    np.testing.assert_allclose(one, four, rtol=1e-10)
+    net.train()
+    assert not np.allclose(net(Tensor(x.data[:1])).data, one)   # batch statistics in training
+
+
+# ---- gradients ---------------------------------------------------------------------------
+def _check_block_gradients(block, x, seed=0):
+    """Directional derivative through the input and every parameter at once, in float64,
+    against central differences of L = <block(x), u> for a random cotangent u."""
+    r = np.random.default_rng(seed)
+    params = list(block.parameters())
+    x = Tensor(x, requires_grad=True)
+    u = r.standard_normal(block(x).shape)
+    out = block(x)
+    (out * Tensor(u)).sum().backward()
+    leaves = [x] + params
+    directions = [r.standard_normal(p.shape) for p in leaves]
+    analytic = sum(float((p.grad * v).sum()) for p, v in zip(leaves, directions))
+    eps, values = 1e-6, []
+    for sign in (1, -1):
+        for p, v in zip(leaves, directions):
+            p.data += sign * eps * v
+        with tinyhw.no_grad():
+            values.append(float((block(x).data * u).sum()))
+        for p, v in zip(leaves, directions):
+            p.data -= sign * eps * v
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["residual", "highway", "plain"])
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_basic_block_gradients(kind, bn, stride, rng):
+    tinyhw.manual_seed(1)
+    block = BasicBlock(2, 4 if stride == 2 else 2, stride, kind, bn).double()
+    _check_block_gradients(block, rng.standard_normal((3, 2, 5, 5)))
+
+
+@pytest.mark.parametrize("kind,final_relu", [("residual", False), ("highway", False),
+                                             ("highway", True)])
+@pytest.mark.parametrize("bn", [True, False])
+def test_bottleneck_block_gradients(kind, final_relu, bn, rng):
+    tinyhw.manual_seed(2)
+    block = Bottleneck(3, 2, stride=2, kind=kind, bn=bn, final_relu=final_relu).double()
+    _check_block_gradients(block, rng.standard_normal((2, 3, 6, 6)))
+
+
+def test_whole_tiny_net_gradients_through_loss(rng):
+    tinyhw.manual_seed(3)
+    net = cifar_net(8, "highway", num_classes=3).double()
+    x = rng.standard_normal((3, 3, 8, 8))
+    targets = Tensor(np.array([0, 2, 1]))
+
+    class Loss(tinyhw.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return F.cross_entropy(self.net(x), targets)
+    _check_block_gradients(Loss(), x)
+
+
+def test_plain20_is_built_without_shortcuts():
+    assert all(not hasattr(b, "skip") for b in plain20().blocks())
+    assert all(b.kind == "highway" for b in highway20().blocks())
