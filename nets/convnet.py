@@ -44,8 +44,9 @@ class ConvNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """torchvision's init: He-normal (fan_out) convs with zero biases, BN at (1, 0), then
-        every highway gate bias back to its negative start."""
+        """torchvision's init: He-normal (fan_out) convs with zero biases, BN at (1, 0); then
+        every highway gate bias back to its negative start, and without BN the last
+        convolution of every residual branch at zero."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -55,8 +56,16 @@ class ConvNet(nn.Module):
                 init.ones_(m.weight)
                 init.zeros_(m.bias)
         for block in self.blocks():
+            has_bn = isinstance(block.H[-1].bn, nn.BatchNorm2d)
             if block.kind == "highway":
-                init_gate_bias(block.T, isinstance(block.T[-1].bn, nn.BatchNorm2d))
+                init_gate_bias(block.T, has_bn)
+            elif block.kind == "residual" and not has_bn:
+                # Without BN nothing rescales the sum x + H(x): with He-initialised branches its
+                # variance doubles at every block (2^27 over resnet56's blocks: the loss is NaN
+                # within steps). Zeroing each branch's last convolution starts every residual
+                # block at the identity (as Fixup, Zhang et al. 2019); the branch still learns,
+                # since that convolution's own gradient is not zero.
+                init.zeros_(block.H[-1].conv.weight)
 
     def blocks(self):
         """Every block, stage by stage."""

@@ -212,3 +212,15 @@ def test_whole_tiny_net_gradients_through_loss(rng):
 def test_plain20_is_built_without_shortcuts():
     assert all(not hasattr(b, "skip") for b in plain20().blocks())
     assert all(b.kind == "highway" for b in highway20().blocks())
+
+
+def test_residual_nets_without_bn_start_at_the_identity_and_stay_finite(rng):
+    """Zero-initialised last convolutions: each residual block passes relu(x) at init, so
+    even 110 layers without BN give finite, moderate logits."""
+    tinyhw.manual_seed(0)
+    net = ARCHS["resnet110"](bn=False)
+    for block in net.blocks():
+        assert not block.H[-1].conv.weight.data.any()
+    y = net(Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))).data
+    assert np.isfinite(y).all() and np.abs(y).max() < 100
+    assert ARCHS["highway20"](bn=False).blocks()[0].H[-1].conv.weight.data.any()
