@@ -1,0 +1,297 @@
+"""Train a convolutional Residual, Highway or plain net on an image folder (CIFAR-10, ImageNet).
+
+    python -m train.image --arch resnet20 --data ../shared/data/cifar10
+    python -m train.image --arch highway20 --no-bn --epochs 30 --out runs/highway20_nobn
+    python -m train.image --arch resnet50 --data ../shared/data/imagenette-224-mini --batch-size 32
+
+The data folder holds train/<class>/<image> and val/<class>/<image>. CIFAR nets (resnet20 ...
+plain110) read it with the CIFAR transforms (pad 4, random crop 32, flip); the 50-layer nets
+with the ImageNet ones (random resized crop 224 and flip; shorter side 256, center crop 224).
+
+Optimisation: SGD with momentum 0.9 and weight decay (default 5e-4, on every parameter), the
+learning rate set every step by a cosine schedule (default) or a step schedule (times 0.1 at
+50% and 75% of the epochs, He et al.'s CIFAR recipe in proportion), after an optional linear
+warm-up. After every epoch the val split is scored: cross-entropy, top-1 and top-5 error.
+
+Writes into --out: command.txt, metrics.jsonl (one record per epoch), last.npz (model,
+optimizer, position and random state, written atomically at each epoch end and every
+--checkpoint-every steps; --resume continues from it exactly) and best.npz (the model with the
+lowest val top-1 error). A NaN or infinite loss stops the run and keeps the last good checkpoint.
+The last line printed gives the final val errors.
+"""
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import tinyhw
+import tinyhw.functional as F
+from data.images import BatchLoader, find_image_root, image_dataset
+from nets import ARCHS, build_image_net, count_parameters
+from tinyhw import optim, serialize
+from tinyhw.backend import keep_freed_memory, normalize_device, to_device
+
+IMAGENET_ARCHS = ("resnet50", "highway50", "highway_full50")
+
+
+def preset_of(arch):
+    return "imagenet" if arch in IMAGENET_ARCHS else "cifar"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.image", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=tuple(ARCHS), default="resnet20", help="net (default resnet20)")
+    p.add_argument("--data", default=None, help="image folder with train/ and val/ (default "
+                   "$TINYHW_DATA/cifar10 for CIFAR nets, $TINYHW_DATA/imagenette-224-mini else)")
+    p.add_argument("--no-bn", dest="bn", action="store_false",
+                   help="drop every batch norm (convolutions get biases instead)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
+    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
+                   help="cosine to zero, or step: x0.1 at 50%% and 75%% of the epochs (default cosine)")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="epochs of linear warm-up from 0 to --lr (default 0; 1-2 helps nets without BN)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many training steps in all (default: no limit)")
+    p.add_argument("--workers", type=int, default=2, help="loader threads (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to compute (default auto: the GPU when one is usable)")
+    p.add_argument("--out", default=None, help="run folder (default runs/image_<arch>[_nobn])")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--checkpoint-every", type=int, default=200,
+                   help="also checkpoint every N training steps (default 200; 0: epoch ends only)")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "workers"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_steps is not None and args.max_steps < 1:
+        p.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
+        p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
+    args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}")
+    return args
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def learning_rate(args, progress):
+    """The learning rate after `progress` epochs (a float: epoch + fraction of it)."""
+    if progress < args.warmup:
+        return args.lr * progress / args.warmup
+    if args.schedule == "step":
+        return args.lr * 0.1 ** sum(progress >= m * args.epochs for m in (0.5, 0.75))
+    t = (progress - args.warmup) / max(args.epochs - args.warmup, 1e-9)
+    return 0.5 * args.lr * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def topk_errors(logits, labels, ks=(1, 5)):
+    """Number of samples whose label is not among the k largest logits, for each k."""
+    logits = np.asarray(logits)
+    order = np.argsort(-logits, axis=1)
+    return [int((order[:, :k] != labels[:, None]).all(axis=1).sum()) for k in ks]
+
+
+def evaluate(model, loader, device):
+    """Mean cross-entropy and top-1 / top-5 error (fractions) over every sample of `loader`."""
+    model.eval()
+    loss, wrong1, wrong5, count = 0.0, 0, 0, 0
+    with tinyhw.no_grad():
+        for x, y in loader.epoch(0):
+            logits = model(tinyhw.Tensor(to_device(x, device)))
+            loss += F.cross_entropy(logits, tinyhw.Tensor(to_device(y, device)), "sum").item()
+            e1, e5 = topk_errors(to_device(logits.data, "cpu"), y)
+            wrong1, wrong5, count = wrong1 + e1, wrong5 + e5, count + len(y)
+    return {"loss": loss / count, "top1_err": wrong1 / count, "top5_err": wrong5 / count}
+
+
+class Trainer:
+    """Holds the run's state; `save`/`load` write and read exactly that state."""
+
+    def __init__(self, args, train_set, val_set, device):
+        self.args, self.device = args, device
+        tinyhw.manual_seed(args.seed)
+        self.model = build_image_net(args.arch, train_set.num_classes, args.bn).to(device)
+        self.opt = optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
+                             weight_decay=args.weight_decay)
+        self.train_loader = BatchLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
+                                        seed=args.seed, workers=args.workers)
+        self.val_loader = BatchLoader(val_set, args.batch_size, shuffle=False, drop_last=False,
+                                      seed=args.seed, workers=args.workers)
+        self.epoch, self.batch, self.step = 0, 0, 0    # position: next batch of this epoch
+        self.history, self.best_top1 = [], math.inf
+        self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def _meta(self):
+        keys = ("epoch", "batch", "step", "history", "best_top1", "epoch_loss", "epoch_wrong",
+                "epoch_seen")
+        meta = {k: getattr(self, k) for k in keys}
+        meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
+                    rng=tinyhw.random.get_state())
+        return meta
+
+    def save(self, path):
+        serialize.save_checkpoint(path, self.model.state_dict(), self.opt.state_dict(),
+                                  self._meta())
+
+    def load(self, path):
+        model_state, optim_state, meta = serialize.load_checkpoint(path)
+        if (meta["arch"], meta["bn"]) != (self.args.arch, self.args.bn):
+            raise SystemExit(f"--resume: {path} holds an --arch {meta['arch']} run with "
+                             f"bn={meta['bn']}, not --arch {self.args.arch} bn={self.args.bn}")
+        self.model.load_state_dict(model_state)
+        self.opt.load_state_dict(optim_state)
+        for key in ("epoch", "batch", "step", "history", "best_top1", "epoch_loss",
+                    "epoch_wrong", "epoch_seen"):
+            setattr(self, key, meta[key])
+        tinyhw.random.set_state(meta["rng"])
+
+    # ---- training -------------------------------------------------------------------
+    def train_step(self, x, y):
+        """Forward, backward of the batch-mean cross-entropy, SGD update. Returns (loss, wrong)."""
+        self.model.train()
+        logits = self.model(tinyhw.Tensor(to_device(x, self.device)))
+        loss = F.cross_entropy(logits, tinyhw.Tensor(to_device(y, self.device)))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(f"training loss became {value} at step {self.step} (epoch "
+                           f"{self.epoch + 1}, batch {self.batch}); the last good checkpoint is "
+                           f"kept in {self.args.out / 'last.npz'}. Try a lower --lr or --warmup.")
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        wrong = topk_errors(to_device(logits.data, "cpu"), y, ks=(1,))[0]
+        return value, wrong
+
+    def run_epoch(self):
+        """Train from the saved position to the end of the epoch (or --max-steps)."""
+        a, loader = self.args, self.train_loader
+        steps = len(loader)
+        bar = tqdm(total=steps, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                   leave=False, dynamic_ncols=True, mininterval=1.0)
+        start, seen = time.perf_counter(), 0
+        for x, y in loader.epoch(self.epoch, start=self.batch):
+            if a.max_steps is not None and self.step >= a.max_steps:
+                bar.close()
+                return False
+            self.opt.param_groups[0]["lr"] = learning_rate(a, self.epoch + self.batch / steps)
+            loss, wrong = self.train_step(x, y)
+            self.epoch_loss += loss * len(y)
+            self.epoch_wrong += wrong
+            self.epoch_seen += len(y)
+            self.batch, self.step, seen = self.batch + 1, self.step + 1, seen + len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_seen:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if a.checkpoint_every and self.step % a.checkpoint_every == 0:
+                self.save(a.out / "last.npz")
+        bar.close()
+        seconds = time.perf_counter() - start
+        self.end_epoch(seconds, seen / max(seconds, 1e-9))
+        self.save(a.out / "last.npz")
+        return True
+
+    def end_epoch(self, seconds, images_per_s):
+        a = self.args
+        val = evaluate(self.model, self.val_loader, self.device)
+        improved = val["top1_err"] < self.best_top1
+        if improved:
+            self.best_top1 = val["top1_err"]
+            serialize.save(self.model.state_dict(), a.out / "best.npz",
+                           meta={"arch": a.arch, "bn": a.bn, "epoch": self.epoch + 1, **val})
+        record = {"epoch": self.epoch + 1, "step": self.step,
+                  "lr": self.opt.param_groups[0]["lr"],
+                  "train_loss": self.epoch_loss / max(self.epoch_seen, 1),
+                  "train_top1_err": self.epoch_wrong / max(self.epoch_seen, 1),
+                  "val_loss": val["loss"], "val_top1_err": val["top1_err"],
+                  "val_top5_err": val["top5_err"], "seconds": seconds,
+                  "images_per_s": images_per_s}
+        self.history.append(record)
+        with open(a.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"epoch {self.epoch + 1:3d}  lr {record['lr']:.4f}  train loss "
+              f"{record['train_loss']:.3f} err {100 * record['train_top1_err']:5.2f}%  val loss "
+              f"{val['loss']:.3f} top-1 {100 * val['top1_err']:5.2f}% top-5 "
+              f"{100 * val['top5_err']:5.2f}%{'  (best)' if improved else ''}  "
+              f"{images_per_s:.0f} img/s", flush=True)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
+
+
+def load_data(args):
+    preset = preset_of(args.arch)
+    root = Path(args.data) if args.data else find_image_root(
+        "cifar10" if preset == "cifar" else "imagenette-224-mini")
+    train_set = image_dataset(root, "train", preset=preset, train=True)
+    val_set = image_dataset(root, "val", preset=preset, train=False)
+    if train_set.classes != val_set.classes:
+        raise ValueError(f"{root}: train/ and val/ hold different classes "
+                         f"({len(train_set.classes)} and {len(val_set.classes)})")
+    return root, train_set, val_set
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    keep_freed_memory()
+    device = normalize_device(args.device)
+    if device == "gpu" and not tinyhw.gpu_available():
+        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
+                         "CUDA device); use --device cpu or auto")
+    try:
+        root, train_set, val_set = load_data(args)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "command.txt", "a") as f:
+        command = ["python", "-m", "train.image"] + list(sys.argv[1:] if argv is None else argv)
+        f.write(shlex.join(command) + "\n")
+    trainer = Trainer(args, train_set, val_set, device)
+    if args.resume:
+        if not (args.out / "last.npz").is_file():
+            raise SystemExit(f"--resume: no checkpoint at {args.out / 'last.npz'}")
+        trainer.load(args.out / "last.npz")
+        print(f"resumed from {args.out / 'last.npz'}: epoch {trainer.epoch + 1}, "
+              f"batch {trainer.batch}, step {trainer.step}")
+    print(f"{args.arch}{'' if args.bn else ' without BN'}: "
+          f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
+          f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}; "
+          f"out {args.out}", flush=True)
+    try:
+        while trainer.epoch < args.epochs:
+            if not trainer.run_epoch():
+                trainer.save(args.out / "last.npz")
+                print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
+                break
+    except Diverged as e:
+        raise SystemExit(f"diverged: {e}") from None
+    return finish(trainer, args)
+
+
+def finish(trainer, args):
+    """Score the final model on the val split and print the final errors last."""
+    val = evaluate(trainer.model, trainer.val_loader, trainer.device)
+    with open(args.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"final": True, "step": trainer.step, "epoch": trainer.epoch,
+                            "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
+                            "best_val_top1_err": trainer.best_top1}) + "\n")
+    print(f"final val top-1 error {100 * val['top1_err']:.2f}%, top-5 error "
+          f"{100 * val['top5_err']:.2f}% ({args.arch}{'' if args.bn else ', no BN'}, "
+          f"{trainer.epoch} epochs)")
+    return val
+
+
+if __name__ == "__main__":
+    main()
