@@ -258,7 +258,10 @@ def main(argv=None):
     with open(args.out / "command.txt", "a") as f:
         command = ["python", "-m", "train.image"] + list(sys.argv[1:] if argv is None else argv)
         f.write(shlex.join(command) + "\n")
-    trainer = Trainer(args, train_set, val_set, device)
+    try:
+        trainer = Trainer(args, train_set, val_set, device)
+    except ValueError as e:   # e.g. a --batch-size larger than the training split
+        raise SystemExit(f"error: {e}") from None
     if args.resume:
         if not (args.out / "last.npz").is_file():
             raise SystemExit(f"--resume: no checkpoint at {args.out / 'last.npz'}")
