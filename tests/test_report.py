@@ -1,0 +1,148 @@
+"""train.report on fake run folders: table rows, paper numbers, files, stopped runs, errors."""
+import json
+import sys
+from argparse import Namespace
+
+import pytest
+
+from train import report
+
+
+def _write_run(folder, commands, records, tail=""):
+    folder.mkdir(parents=True)
+    (folder / "command.txt").write_text("".join(c + "\n" for c in commands))
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    (folder / "metrics.jsonl").write_text(text + tail)
+    return folder
+
+
+def _lm_epoch(epoch, val, words=1000.0):
+    return {"epoch": epoch, "step": 10 * epoch, "lr": 1.0, "train_ppl": val + 20,
+            "val_ppl": val, "best_val_ppl": val, "seconds": 5.0, "words_per_s": words}
+
+
+def _image_epoch(epoch, top1, top5, loss=1.0, images=1234.5):
+    return {"epoch": epoch, "step": 100 * epoch, "lr": 0.1, "train_loss": loss,
+            "train_top1_err": top1 + 0.05, "val_loss": loss + 0.1, "val_top1_err": top1,
+            "val_top5_err": top5, "seconds": 10.0, "images_per_s": images}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """An LM run with a final record, a CIFAR run still going, and a no-BN 50-layer run."""
+    lm = _write_run(
+        tmp_path / "runs" / "lm_full",
+        ["TINYHW_DATA=../shared/data python -m train.lm --variant full --epochs 2 --out x"],
+        [_lm_epoch(1, 200.0), _lm_epoch(2, 150.5, words=2345.6),
+         {"final": True, "step": 20, "best_val_ppl": 150.5, "test_ppl": 145.678}])
+    cifar = _write_run(
+        tmp_path / "runs" / "resnet20",
+        ["python -m train.image --arch resnet20 --epochs 10"],
+        [_image_epoch(1, 0.5, 0.1), _image_epoch(2, 0.3, 0.05), _image_epoch(3, 0.35, 0.04)])
+    nobn = _write_run(
+        tmp_path / "runs" / "h50_nobn",
+        ["python -m train.image --arch highway50 --no-bn --epochs 2 --lr 0.05"],
+        [_image_epoch(1, 0.6, 0.3), _image_epoch(2, 0.4, 0.2, images=99.0),
+         {"final": True, "step": 200, "epoch": 2, "val_top1_err": 0.4, "val_top5_err": 0.2,
+          "best_val_top1_err": 0.4}])
+    return lm, cifar, nobn
+
+
+def _rows(text):
+    """{run folder name: [cells]} for every table row of the report."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| [`"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[0].split("`")[1].rsplit("/", 1)[-1]] = cells
+    return rows
+
+
+def test_report_rows_files_and_paper_numbers(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    text = report.main([str(r) for r in runs] + ["--out", str(out)])
+    assert capsys.readouterr().out == text == (out / "report.md").read_text()
+    rows = _rows(text)
+    # run, config, variant, epochs, best val ppl, test ppl, words/s, paper test ppl
+    assert rows["lm_full"][1:] == ["large", "full", "2 of 2", "150.50", "145.68", "2,346", "79.09"]
+    # run, arch, BN, epochs, top-1, top-5, best top-1, images/s, paper / reference
+    assert rows["resnet20"][1:] == ["resnet20", "yes", "3 of 10 (running/stopped)", "35.00", "4.00",
+                                    "30.00", "1,234", "top-1 8.75 (He et al. ResNet-20)"]
+    assert rows["h50_nobn"][1:] == ["highway50", "no", "2 of 2", "40.00", "20.00", "40.00", "99",
+                                    "top-5 10.03 (Table 1b Highway, no BN)"]
+    assert "(running/stopped)" not in " ".join(rows["lm_full"] + rows["h50_nobn"])
+    assert "](../runs/resnet20)" in text            # links relative to report.md
+    assert "**25 epochs**" in text and "**164 epochs**" in text and "JPEG copy" in text
+    pytest.importorskip("matplotlib")
+    for name in ("lm_val_ppl.png", "image_val_top1.png", "image_train_loss.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in text
+
+
+def test_without_matplotlib_report_md_is_still_written(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)         # import fails
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "report"
+    text = report.main([str(runs[0]), "--out", str(out)])
+    assert (out / "report.md").read_text() == text
+    assert "Plots skipped" in text and "145.68" in text
+    assert not list(out.glob("*.png"))
+    assert "plots skipped" in capsys.readouterr().err
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(SystemExit, match=r"empty_run: no metrics\.jsonl"):
+        report.main([str(tmp_path / "empty_run"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="nowhere: no such run folder"):
+        report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    run = _write_run(tmp_path / "bad", ["python -m train.lm"], [_lm_epoch(1, 200.0)],
+                     tail="{not json\n" + json.dumps(_lm_epoch(2, 150.0)) + "\n")
+    with pytest.raises(SystemExit, match=r"bad[/\\]metrics\.jsonl:2: not valid JSON"):
+        report.main([str(run), "--out", str(tmp_path / "out")])
+
+
+def test_partly_written_last_line_is_skipped(tmp_path, capsys):
+    run = _write_run(tmp_path / "busy", ["python -m train.lm --config small"],
+                     [_lm_epoch(1, 200.0)], tail='{"epoch": 2, "val_')
+    rows = _rows(report.main([str(run), "--out", str(tmp_path / "out")]))
+    assert rows["busy"][3] == "1 of 25 (running/stopped)" and rows["busy"][5] == "—"
+    assert "busy/metrics.jsonl:2: skipping" in capsys.readouterr().err.replace("\\", "/")
+
+
+def test_resumed_history_keeps_the_latest_epochs_and_final(tmp_path):
+    """Stopped after epoch 1 (final), resumed: epoch 2 logged twice, no final yet."""
+    records = [_lm_epoch(1, 200.0), {"final": True, "step": 10, "best_val_ppl": 200.0,
+                                     "test_ppl": 190.0},
+               _lm_epoch(2, 170.0), _lm_epoch(2, 160.0)]
+    run = _write_run(tmp_path / "resumed", ["python -m train.lm --epochs 1",
+                                            "python -m train.lm --epochs 3 --resume"], records)
+    loaded = report.load_run(run)
+    assert [r["val_ppl"] for r in loaded.epochs] == [200.0, 160.0] and not loaded.finished
+    row = _rows(report.main([str(run), "--out", str(tmp_path / "out")]))["resumed"]
+    assert row[3] == "2 of 3 (running/stopped)" and row[5] == "190.00 (after epoch 1)"
+    # a restart from scratch in the same folder drops the old history and its final record
+    restarted = report.Run(run, "lm", None)
+    report.add_records(restarted, list(enumerate(records + [_lm_epoch(1, 300.0)], 1)), run)
+    assert [r["val_ppl"] for r in restarted.epochs] == [300.0] and restarted.final is None
+
+
+def test_unparsable_command_is_an_error(tmp_path):
+    run = _write_run(tmp_path / "odd", ["python -m train.lm --variant bogus"], [_lm_epoch(1, 9.0)])
+    with pytest.raises(SystemExit, match=r"command\.txt: cannot parse the last command"):
+        report.main([str(run), "--out", str(tmp_path / "out")])
+
+
+def test_reference_numbers():
+    image = report.image_reference
+    assert image(Namespace(arch="highway_full50", bn=True)).startswith("top-5 7.29 ")
+    assert image(Namespace(arch="resnet50", bn=False)).startswith("top-5 9.40 ")
+    assert image(Namespace(arch="resnet110", bn=True)).startswith("top-1 6.43 ")
+    assert image(Namespace(arch="resnet20", bn=False)) == "—"     # He et al. used BN
+    assert image(Namespace(arch="highway20", bn=True)) == "—"
+    assert report.lm_reference(Namespace(config="large", variant="plain")) == "92.60"
+    assert "100.3" in report.lm_reference(Namespace(config="small", variant="c_only"))
+    assert report.lm_reference(Namespace(config="tiny", variant="full")) == "—"

@@ -1,0 +1,427 @@
+"""Collect training runs into a Markdown table beside the paper's numbers, and plot their curves.
+
+    python -m train.report results/lm_small_c_only runs/cifar/resnet20 runs/cifar/highway20
+    python -m train.report runs/cifar/* --out results/report
+
+Each RUN_DIR is a folder written by `python -m train.lm` or `python -m train.image`:
+command.txt holds the command lines that trained it (the last one is the latest; its flags are
+read with the entry point's own parser, so defaults are the entry point's) and metrics.jsonl one
+record per epoch plus a record {"final": true, ...} each time a command finished. A run whose
+last epoch has no final record after it is marked "(running/stopped)" and reported as far as
+it got.
+
+Language-model runs are set beside Greff et al.'s Table 1a (PTB test perplexity), image runs
+beside Table 1b (ILSVRC-2012 top-5 error of 50-layer nets) or, for the CIFAR nets, which the
+paper does not train, beside He et al. (2016)'s CIFAR-10 test error. The Markdown goes to
+stdout and to OUT/report.md; with matplotlib installed, OUT also gets the curves as PNG files
+(val perplexity per epoch; val top-1 error and train loss per epoch).
+"""
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENTRY_POINTS = {"train.lm": "lm", "train.image": "image"}
+STOPPED = "(running/stopped)"
+DASH = "—"
+
+# Greff et al. (2017), Table 1a: Kim et al.'s large char-aware LM, PTB test perplexity, 25 epochs.
+TABLE_1A = {"plain": 92.60, "residual": 91.32, "t_only": 82.94, "c_only": 79.15,
+            "coupled": 79.13, "full": 79.09}
+KIM_SMALL_TEST_PPL = 100.3   # Kim et al. (2015), LSTM-Char-Small (coupled highway layers)
+# Greff et al. (2017), Table 1b: ILSVRC-2012 50-layer nets, top-5 val error %, {bn: error}.
+TABLE_1B = {"resnet50": ("ResNet", {False: 9.40, True: 7.17}),
+            "highway50": ("Highway", {False: 10.03, True: 7.53}),
+            "highway_full50": ("Highway-Full", {False: 10.21, True: 7.29})}
+# He et al. (2016), Table 6: CIFAR-10 test (top-1) error %, with BN, 164 epochs (64k iterations).
+HE_CIFAR10 = {"resnet20": ("ResNet-20", 8.75), "resnet32": ("ResNet-32", 7.51),
+              "resnet56": ("ResNet-56", 6.97), "resnet110": ("ResNet-110", 6.43)}
+REQUIRED = {"lm": ("val_ppl",), "image": ("train_loss", "val_top1_err", "val_top5_err")}
+
+
+class ReportError(Exception):
+    """A run folder that cannot be read; the message names the file (and line)."""
+
+
+@dataclass
+class Run:
+    """One run folder: the latest command's flags and the metrics as trained last."""
+    path: Path
+    kind: str                                   # "lm" or "image"
+    args: argparse.Namespace | None             # None without a readable command.txt
+    epochs: list = field(default_factory=list)  # per-epoch records, one per epoch number
+    final: dict | None = None                   # the latest final record still valid
+    final_epoch: int = 0                        # epochs done when `final` was written
+
+    @property
+    def finished(self):
+        return self.final is not None and self.final_epoch == self.epochs_done
+
+    @property
+    def epochs_done(self):
+        return self.epochs[-1]["epoch"] if self.epochs else 0
+
+    def curve(self, key, scale=1.0):
+        return ([r["epoch"] for r in self.epochs], [scale * r[key] for r in self.epochs])
+
+
+# ---- reading run folders --------------------------------------------------------------------
+def read_metrics(path):
+    """(line number, record) for every non-blank line of a metrics.jsonl file.
+
+    A last line without its newline that does not parse is a record still being written by a
+    running job: it is skipped with a warning. Any other bad line is an error naming it."""
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):
+                print(f"warning: {path}:{number}: skipping a partly written last line",
+                      file=sys.stderr)
+                continue
+            raise ReportError(f"{path}:{number}: not valid JSON ({e.msg}): "
+                              f"{line.strip()[:80]!r}") from None
+        if not isinstance(record, dict):
+            raise ReportError(f"{path}:{number}: expected a JSON object, got {line.strip()[:80]!r}")
+        records.append((number, record))
+    return records
+
+
+def read_command(run_dir):
+    """(kind, parsed args) of the last command line in run_dir/command.txt, or (None, None)."""
+    path = run_dir / "command.txt"
+    lines = [line for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+    if not lines:
+        return None, None
+    tokens = shlex.split(lines[-1])
+    for i in range(len(tokens) - 1):
+        if tokens[i] == "-m" and tokens[i + 1] in ENTRY_POINTS:
+            module, argv = tokens[i + 1], tokens[i + 2:]
+            break
+    else:
+        raise ReportError(f"{path}: the last line is not a `python -m train.lm` or "
+                          f"`python -m train.image` command: {lines[-1]!r}")
+    parse_args = importlib.import_module(module).parse_args
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            args = parse_args(argv)
+    except SystemExit:
+        reason = (errors.getvalue().strip().splitlines() or ["unknown error"])[-1]
+        raise ReportError(f"{path}: cannot parse the last command ({reason})") from None
+    return ENTRY_POINTS[module], args
+
+
+def guess_kind(records, path):
+    for _, record in records:
+        if "val_ppl" in record or "test_ppl" in record:
+            return "lm"
+        if "val_top1_err" in record:
+            return "image"
+    raise ReportError(f"{path}: no command.txt and no record that tells an LM run from an "
+                      "image run")
+
+
+def load_run(run_dir):
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    if not metrics.is_file():
+        raise ReportError(f"{run_dir}: no metrics.jsonl (not a train.lm / train.image run "
+                          "folder, or its first epoch has not ended yet)")
+    records = read_metrics(metrics)
+    kind, args = read_command(run_dir)
+    run = Run(run_dir, kind or guess_kind(records, metrics), args)
+    add_records(run, records, metrics)
+    return run
+
+
+def add_records(run, records, path):
+    """Keep the history as trained last: an epoch logged again (a resumed or restarted run)
+    replaces that epoch and everything after it, including a final record written later."""
+    for number, record in records:
+        if record.get("final") is True:
+            run.final, run.final_epoch = record, run.epochs_done
+            continue
+        if not isinstance(record.get("epoch"), int):
+            raise ReportError(f"{path}:{number}: neither an epoch record nor a final record")
+        missing = [key for key in REQUIRED[run.kind] if key not in record]
+        if missing:
+            raise ReportError(f"{path}:{number}: epoch record lacks {', '.join(missing)}")
+        while run.epochs and run.epochs[-1]["epoch"] >= record["epoch"]:
+            run.epochs.pop()
+        if run.final is not None and run.final_epoch >= record["epoch"]:
+            run.final = None
+        run.epochs.append(record)
+
+
+# ---- table cells ----------------------------------------------------------------------------
+def number(value, fmt="{:.2f}", scale=1.0):
+    if value is None or not math.isfinite(value):
+        return DASH
+    return fmt.format(scale * value)
+
+
+def shown_path(path):
+    """The run's path relative to the working directory when it lies below it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def run_link(run, out):
+    target = Path(os.path.relpath(run.path.resolve(), out.resolve())).as_posix()
+    return f"[`{shown_path(run.path)}`]({target})"
+
+
+def epochs_cell(run):
+    planned = f" of {run.args.epochs}" if run.args is not None else ""
+    return f"{run.epochs_done}{planned}" + ("" if run.finished else f" {STOPPED}")
+
+
+def last(run, key):
+    return run.epochs[-1].get(key) if run.epochs else None
+
+
+def best(run, key, final_key):
+    values = [r[key] for r in run.epochs]
+    if values:
+        return min(values)
+    return run.final.get(final_key) if run.final else None
+
+
+def lm_reference(args):
+    if args is None:
+        return DASH
+    if args.config == "large":
+        return f"{TABLE_1A[args.variant]:.2f}"
+    if args.config == "small":
+        return f"{DASH} (Kim et al. small, coupled: {KIM_SMALL_TEST_PPL})"
+    return DASH
+
+
+def image_reference(args):
+    if args is None:
+        return DASH
+    if args.arch in TABLE_1B:
+        name, by_bn = TABLE_1B[args.arch]
+        return f"top-5 {by_bn[args.bn]:.2f} (Table 1b {name}, {'BN' if args.bn else 'no BN'})"
+    if args.arch in HE_CIFAR10 and args.bn:
+        name, error = HE_CIFAR10[args.arch]
+        return f"top-1 {error:.2f} (He et al. {name})"
+    return DASH
+
+
+def lm_row(run, out):
+    a = run.args
+    test = DASH
+    if run.final is not None:
+        test = number(run.final.get("test_ppl"))
+        if not run.finished:
+            test += f" (after epoch {run.final_epoch})"
+    return [run_link(run, out), a.config if a else "?", a.variant if a else "?", epochs_cell(run),
+            number(best(run, "val_ppl", "best_val_ppl")), test,
+            number(last(run, "words_per_s"), "{:,.0f}"), lm_reference(a)]
+
+
+def image_row(run, out):
+    a = run.args
+    now = run.final if run.finished else (run.epochs[-1] if run.epochs else {})
+    return [run_link(run, out), a.arch if a else "?", ("yes" if a.bn else "no") if a else "?",
+            epochs_cell(run), number(now.get("val_top1_err"), scale=100),
+            number(now.get("val_top5_err"), scale=100),
+            number(best(run, "val_top1_err", "best_val_top1_err"), scale=100),
+            number(last(run, "images_per_s"), "{:,.0f}"), image_reference(a)]
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- captions -------------------------------------------------------------------------------
+def lm_caption():
+    table = ", ".join(f"{v} {ppl:.2f}" for v, ppl in TABLE_1A.items())
+    return ("Ours: Penn Treebank perplexity after the epochs shown (done of the latest command's "
+            "planned epochs); best val ppl over those epochs; test ppl of the best-validation "
+            "model, measured when a command finished. Paper: Greff et al. (2017) Table 1a, "
+            "Kim et al.'s large model with each highway variant, PTB test perplexity after "
+            f"**25 epochs** ({table}). Table 1a has only the large model; small runs show Kim "
+            f"et al. (2015)'s small model (coupled highway) for reference.")
+
+
+def data_name(args):
+    if args.data:
+        return Path(args.data).name
+    return "cifar10" if args.arch not in TABLE_1B else "imagenette-224-mini"
+
+
+def image_caption(runs):
+    table = ", ".join(f"{name} {by_bn[False]:.2f} / {by_bn[True]:.2f}"
+                      for name, by_bn in TABLE_1B.values())
+    datas = sorted({data_name(r.args) for r in runs if r.args is not None})
+    text = ("Ours: error (%) on the val split of the final model after the epochs shown (done of "
+            "the latest command's planned epochs); best top-1 over those epochs; training "
+            "images/s of the last epoch. Paper / reference: for the 50-layer nets, Greff et al. "
+            "(2017) Table 1b, **top-5** val error on ILSVRC-2012 (1000 classes) after their full "
+            f"training (no BN / BN: {table}); compare with our top-5 column. The paper trains no "
+            "CIFAR nets: for them the reference is He et al. (2016)'s CIFAR-10 **top-1** test "
+            "error with BN after **164 epochs** (64k iterations); compare with our top-1 "
+            "column. Our CIFAR-10 is a JPEG copy (quality 75) of the dataset, so its numbers "
+            "are close to, not equal to, those on the original.")
+    if datas:
+        text += " Data folders: " + ", ".join(f"`{d}`" for d in datas) + "."
+    if any(r.args is not None and r.args.arch in TABLE_1B for r in runs):
+        text += (" A 50-layer run on a folder other than ILSVRC-2012 (e.g. the 10-class "
+                 "Imagenette) is a smoke test, not comparable with Table 1b.")
+    return text
+
+
+# ---- curves ---------------------------------------------------------------------------------
+def load_figure_class():
+    """matplotlib's Figure (no pyplot, no global backend state), or None when not installed."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
+def run_label(run):
+    a = run.args
+    if a is None:
+        return shown_path(run.path)
+    if run.kind == "lm":
+        return f"{a.config} {a.variant}"
+    return f"{a.arch}, {'BN' if a.bn else 'no BN'}"
+
+
+def unique_labels(runs):
+    labels = [run_label(run) for run in runs]
+    return [f"{label} ({shown_path(run.path)})" if labels.count(label) > 1 else label
+            for label, run in zip(labels, runs)]
+
+
+def plot(Figure, path, title, ylabel, lines):
+    """One PNG: lines are (label, epochs, values, dashed) tuples, one per run."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for label, xs, ys, dashed in lines:
+        ax.plot(xs, ys, marker="o", markersize=3, linestyle="--" if dashed else "-", label=label)
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def draw_curves(Figure, lm_runs, image_runs, out):
+    """The PNG files drawn into `out`, as (caption, path) pairs."""
+    drawn = []
+    lm_runs = [r for r in lm_runs if r.epochs]
+    if lm_runs:
+        lines = [(label, *r.curve("val_ppl"), False)
+                 for label, r in zip(unique_labels(lm_runs), lm_runs)]
+        drawn.append(("validation perplexity", plot(
+            Figure, out / "lm_val_ppl.png", "Char-aware LM on PTB: val perplexity per epoch",
+            "val perplexity", lines)))
+    image_runs = [r for r in image_runs if r.epochs]
+    if image_runs:
+        labels = unique_labels(image_runs)
+        no_bn = [r.args is not None and not r.args.bn for r in image_runs]
+        for key, scale, name, ylabel in (
+                ("val_top1_err", 100, "image_val_top1", "val top-1 error %"),
+                ("train_loss", 1, "image_train_loss", "train loss")):
+            lines = [(label, *r.curve(key, scale), dashed)
+                     for label, r, dashed in zip(labels, image_runs, no_bn)]
+            drawn.append((ylabel, plot(Figure, out / f"{name}.png",
+                                       f"Image nets: {ylabel} per epoch", ylabel, lines)))
+    return drawn
+
+
+# ---- the report -----------------------------------------------------------------------------
+LM_HEADER = ["run", "config", "variant", "epochs", "best val ppl", "test ppl", "words/s",
+             "paper test ppl (Table 1a)"]
+IMAGE_HEADER = ["run", "arch", "BN", "epochs", "val top-1 %", "val top-5 %", "best top-1 %",
+                "images/s", "paper / reference (error %)"]
+
+
+def section(title, caption, table, figures):
+    parts = [f"## {title}", caption, table]
+    if figures:
+        parts.append(" ".join(f"![{name}]({path.name})" for name, path in figures))
+    return "\n\n".join(parts)
+
+
+def build_report(runs, out, Figure, command):
+    """(Markdown text, PNG paths drawn into `out`); no PNGs when Figure (matplotlib) is None."""
+    lm_runs = [r for r in runs if r.kind == "lm"]
+    image_runs = [r for r in runs if r.kind == "image"]
+    figures = draw_curves(Figure, lm_runs, image_runs, out) if Figure else []
+    lm_figures = [f for f in figures if f[1].name.startswith("lm_")]
+    parts = ["# Training runs beside the paper", f"Generated by `{command}`."]
+    if lm_runs:
+        parts.append(section("Character-aware language model (Greff et al. Table 1a)",
+                             lm_caption(),
+                             markdown_table(LM_HEADER, [lm_row(r, out) for r in lm_runs]),
+                             lm_figures))
+    if image_runs:
+        parts.append(section("Image classification (Greff et al. Table 1b)",
+                             image_caption(image_runs),
+                             markdown_table(IMAGE_HEADER, [image_row(r, out) for r in image_runs]),
+                             [f for f in figures if f not in lm_figures]))
+    if Figure is None:
+        parts.append("_Plots skipped: matplotlib is not installed "
+                     "(`pip install matplotlib`, or the `plot` extra)._")
+    return "\n\n".join(parts) + "\n", [path for _, path in figures]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders of train.lm or train.image (command.txt, metrics.jsonl)")
+    p.add_argument("--out", default="results/report",
+                   help="folder for report.md and the PNG curves (default results/report)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        runs = [load_run(path) for path in args.runs]
+    except ReportError as e:
+        raise SystemExit(f"error: {e}") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Figure = load_figure_class()
+    command = shlex.join(["python", "-m", "train.report"] + argv)
+    text, pngs = build_report(runs, out, Figure, command)
+    (out / "report.md").write_text(text)
+    print(text, end="")
+    written = ["report.md"] + [path.name for path in pngs]
+    print(f"wrote {', '.join(written)} into {out}"
+          + ("" if Figure else " (plots skipped: matplotlib is not installed)"), file=sys.stderr)
+    return text
+
+
+if __name__ == "__main__":
+    main()
