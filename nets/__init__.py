@@ -12,3 +12,10 @@ from .factories import ARCHS, build_image_net
 from .factories import (highway20, highway32, highway56, highway110, highway50, highway_full50,
                         plain20, plain32, plain56, plain110, resnet20, resnet32, resnet50,
                         resnet56, resnet110)
+
+__all__ = ["BasicBlock", "Block", "Bottleneck", "Stage", "CIFAR_DEPTHS", "ConvNet", "cifar_net",
+           "count_parameters", "imagenet_net", "ARCHS", "build_image_net",
+           "resnet20", "resnet32", "resnet56", "resnet110",
+           "highway20", "highway32", "highway56", "highway110",
+           "plain20", "plain32", "plain56", "plain110",
+           "resnet50", "highway50", "highway_full50"]

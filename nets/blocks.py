@@ -107,17 +107,22 @@ class Block(nn.Module):
     """Shared combination logic; subclasses build `self.H`, `self.T` (highway only) and
     `self.skip` (the shortcut module) in __init__."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, in_channels, out_channels, stride):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"{type(self).__name__}: kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.lesioned = False
+        # The first block of a stage may change the shape; the analyses move only the others.
+        self.changes_shape = in_channels != out_channels or stride != 1
 
     def transform(self, x):
         return self.H(x)
 
     def shortcut(self, x):
+        if "skip" not in self._modules:
+            raise ValueError(f"{type(self).__name__}: this {self.kind} block has no shortcut "
+                             "(only CIFAR plain blocks keep a parameter-free one for lesioning)")
         return self.skip(x)
 
     def gate(self, x):
@@ -134,7 +139,7 @@ class Block(nn.Module):
     def forward(self, x):
         if self.lesioned:
             return self.shortcut(x)
-        s = self.shortcut(x) if self.kind != "plain" else None
+        s = None if self.kind == "plain" else self.shortcut(x)
         return self.combine(self.transform(x), s, self.gate(x))
 
     def extra_repr(self):
@@ -154,17 +159,19 @@ class BasicBlock(Block):
     highway: H and the gate branch each conv3x3(C_in->C/2)-BN-ReLU-conv3x3(C/2->C)-BN, halving
     the inner width so that the two branches together hold as many weights as one residual
     branch (2 * 9 C (C/2) * 2 = 18 C^2); the gate branch ends in a sigmoid.
+    A plain block keeps the parameter-free shortcut too, used only when it is lesioned: a
+    layer removed from a plain net is bridged by the identity (Veit et al. 2016).
     """
 
     def __init__(self, in_channels, channels, stride=1, kind="residual", bn=True,
                  shortcut="pad"):
-        super().__init__(kind)
+        super().__init__(kind, in_channels, channels, stride)
         inner = channels // 2 if kind == "highway" else channels
         self.H = self._branch(in_channels, inner, channels, stride, bn)
         if kind == "highway":
             self.T = self._branch(in_channels, inner, channels, stride, bn)
             init_gate_bias(self.T, bn)
-        if kind != "plain":
+        if kind != "plain" or shortcut == "pad":
             self.skip = make_shortcut(in_channels, channels, stride, shortcut, bn)
 
     @staticmethod
@@ -185,8 +192,8 @@ class Bottleneck(Block):
 
     def __init__(self, in_channels, width, stride=1, kind="residual", bn=True, out_channels=None,
                  final_relu=False):
-        super().__init__(kind)
         out_channels = out_channels or width * self.expansion
+        super().__init__(kind, in_channels, out_channels, stride)
         self.final_relu = bool(final_relu)
         self.H = self._branch(in_channels, width, out_channels, stride, bn, final_relu)
         if kind == "highway":

@@ -16,7 +16,7 @@ from tinyhw.ops.pool import adaptive_avg_pool2d, max_pool2d
 from tinyhw.ops.activation import relu
 from tinyhw.ops.shape import flatten
 
-from .blocks import BasicBlock, Bottleneck, Block, ConvUnit, Stage, init_gate_bias, norm
+from .blocks import BasicBlock, Bottleneck, ConvUnit, Stage, init_gate_bias, norm
 
 
 class ImageNetStem(nn.Module):

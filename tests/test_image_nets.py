@@ -123,11 +123,11 @@ def test_residual_and_plain_blocks(rng):
     np.testing.assert_allclose(res(x).data,
                                np.maximum(res.transform(x).data + x.data, 0), rtol=1e-12)
     plain = BasicBlock(4, 4, kind="plain").double()
-    assert plain.gate(x) is None and not hasattr(plain, "skip")
+    assert plain.gate(x) is None
     np.testing.assert_allclose(plain(x).data, np.maximum(plain.transform(x).data, 0))
 
 
-@pytest.mark.parametrize("kind", ["residual", "highway"])
+@pytest.mark.parametrize("kind", ["residual", "highway", "plain"])
 def test_lesioned_block_returns_its_identity_path(kind, rng):
     block = BasicBlock(4, 8, stride=2, kind=kind).double()
     x = _tensor(rng, 2, 4, 6, 6)
@@ -209,9 +209,23 @@ def test_whole_tiny_net_gradients_through_loss(rng):
     _check_block_gradients(Loss(), x)
 
 
-def test_plain20_is_built_without_shortcuts():
-    assert all(not hasattr(b, "skip") for b in plain20().blocks())
+def test_plain_blocks_ignore_their_shortcut_unless_lesioned(rng):
+    """plain20's parameter-free shortcuts exist only for lesioning: its output never uses them."""
+    tinyhw.manual_seed(0)
+    net = plain20().double().eval()
+    x = _tensor(rng, 2, 3, 32, 32)
+    h = net.stem(x)
+    for block in net.blocks():
+        h = F.relu(block.transform(h))
+    np.testing.assert_allclose(net(x).data, net.head(h).data, rtol=1e-12)
+    assert [b.changes_shape for b in net.blocks()] == [False] * 3 + [True, False, False] * 2
     assert all(b.kind == "highway" for b in highway20().blocks())
+
+
+def test_plain_bottleneck_has_no_shortcut_to_lesion():
+    block = Bottleneck(4, 2, kind="plain")
+    with pytest.raises(ValueError, match="no shortcut"):
+        block.shortcut(Tensor(np.zeros((1, 4, 4, 4))))
 
 
 def test_residual_nets_without_bn_start_at_the_identity_and_stay_finite(rng):
