@@ -1,0 +1,359 @@
+"""The analyses of train.analyze on tiny nets trained here for two steps on a tiny image folder:
+the properties that hold by construction, checks against direct computations, and the CLI's
+files and messages (with and without matplotlib)."""
+import argparse
+import csv
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tinyhw
+import tinyhw.functional as F
+from nets import build_image_net
+from nets.blocks import init_gate_bias
+from nets.char_lm import build as build_lm
+from data.ptb import Corpus
+from tinyhw import serialize
+from train import analyze, image
+from train.analysis import common, estimation, gates, iterative, lesion, shuffle
+from train.analysis.common import AnalysisError
+
+CLASSES = ("ant", "bee", "cow")
+PER_CLASS = 4     # images per class and split: 12 train images = 2 steps of 6
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+def _make_folder(root):
+    """root/{train,val}/<class>/<i>.png: coloured noise, a different mean colour per class."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(PER_CLASS):
+                base = np.array([200 if j == c else 40 for j in range(3)])
+                pixels = np.clip(base + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The image folder, a cache outside the project, and a run folder per trained arch."""
+    base = tmp_path_factory.mktemp("analyze")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYHW_CACHE", str(base / "cache"))
+        root = _make_folder(base / "images")
+        runs = {}
+        for arch in ("resnet20", "highway20", "plain20"):
+            out = base / "runs" / arch
+            image.main(["--arch", arch, "--data", str(root), "--epochs", "1", "--batch-size", "6",
+                        "--workers", "1", "--device", "cpu", "--out", str(out),
+                        "--checkpoint-every", "0"])
+            runs[arch] = out
+        yield argparse.Namespace(root=root, runs=runs, base=base)
+
+
+def _args(env, checkpoint, **extra):
+    values = dict(checkpoint=str(checkpoint), data=str(env.root), limit=None, batch_size=None,
+                  device="cpu", out=str(env.base / "out"), baseline=None, orders=2,
+                  max_swaps=3, seed=0)
+    values.update(extra)
+    return argparse.Namespace(**values)
+
+
+def _setup(env, arch, name="test", which="best.npz", **extra):
+    return common.setup(_args(env, env.runs[arch] / which, **extra), name,
+                        families=("image", "lm"))
+
+
+def _val_batch(setup):
+    """Every val image in one batch: (x Tensor, y)."""
+    xs, ys = zip(*setup.batches())
+    return tinyhw.Tensor(np.concatenate([x.data for x in xs])), np.concatenate(ys)
+
+
+def _write_corpus(folder):
+    """A tiny PTB-like folder: a few words, some much more frequent than others."""
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "N", "<unk>", "extraordinarily"]
+    p = 1.0 / np.arange(1, len(words) + 1)
+    folder.mkdir(parents=True)
+    for split, lines in (("train", 60), ("valid", 20), ("test", 10)):
+        text = "\n".join(" ".join(rng.choice(words, rng.integers(2, 9), p=p / p.sum()))
+                         for _ in range(lines))
+        (folder / f"{split}.txt").write_text(text + "\n")
+    return folder
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def test_both_checkpoint_kinds_load_the_same_kind_of_net(env):
+    best = _setup(env, "resnet20", which="best.npz")
+    last = _setup(env, "resnet20", which="last.npz")
+    assert best.family == last.family == "image"
+    assert best.model.fc.weight.shape[0] == len(CLASSES)
+    # Trained for one epoch: best.npz and last.npz hold the same weights.
+    for (k, a), (_, b) in zip(best.model.state_dict().items(), last.model.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_a_checkpoint_of_neither_kind_is_refused(env, tmp_path):
+    path = tmp_path / "odd.npz"
+    serialize.save({"w": np.zeros(2)}, path, meta={"epoch": 1})
+    with pytest.raises(AnalysisError, match=r"--checkpoint .*neither an image-net"):
+        common.read_checkpoint(path)
+    with pytest.raises(SystemExit, match="--checkpoint: no file"):
+        analyze.main(["lesion", "--checkpoint", str(tmp_path / "missing.npz")])
+
+
+def test_limit_spreads_over_classes(env):
+    s = _setup(env, "resnet20", limit=3)
+    assert len(s.loader.dataset) == 3
+    assert sorted(s.loader.dataset.labels.tolist()) == [0, 1, 2]
+
+
+# ---- estimation error -------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["resnet20", "highway20"])
+def test_estimation_error_of_last_block_is_exactly_zero_and_matches_numpy(env, arch):
+    s = _setup(env, arch, batch_size=5)      # several batches: the running sums must add up
+    result = estimation.compute(s)
+    x, _ = _val_batch(s)
+    with tinyhw.no_grad():
+        h = s.model.stem(x)
+        for stage, st in zip(s.model.stages, result["stages"]):
+            outputs = [a.numpy().astype(np.float64) for a in stage(h, keep=True)]
+            h = stage(h)
+            last = st["blocks"][-1]
+            assert last["mean"] == 0.0 and last["std"] == 0.0 and last["mean_abs"] == 0.0
+            for a, block in zip(outputs, st["blocks"]):
+                d = a - outputs[-1]
+                assert block["mean"] == pytest.approx(d.mean(axis=0).mean(), abs=1e-9)
+                assert block["std"] == pytest.approx(d.std(axis=0).mean(), rel=1e-6, abs=1e-9)
+    assert result["samples"] == len(CLASSES) * PER_CLASS
+
+
+# ---- lesioning ----------------------------------------------------------------------------------
+def test_lesioning_nothing_gives_the_intact_error(env):
+    s = _setup(env, "resnet20")
+    base = _setup(env, "plain20")
+    result = lesion.compute(s, base)
+    for net in (result["net"], result["baseline"]):
+        assert net["none_lesioned"] == net["intact"]
+        assert len(net["blocks"]) == 9
+        assert [b["shape_changing"] for b in net["blocks"]] == [False] * 3 + [True, False,
+                                                                             False] * 2
+    intact = image.evaluate(s.model, s.loader, "cpu")
+    assert result["net"]["intact"]["top1_err"] == intact["top1_err"]
+
+
+def test_lesion_equals_the_blocks_own_lesioned_flag(env):
+    s = _setup(env, "highway20")
+    x, _ = _val_batch(s)
+    with tinyhw.no_grad():
+        for s_i, k in [(0, 1), (1, 0), (2, 2)]:
+            block = s.model.stages[s_i][k]
+            ours = common.forward(s.model, x, lesioned=[(s_i, k)]).numpy()
+            block.lesioned = True
+            try:
+                theirs = s.model(x).numpy()
+            finally:
+                block.lesioned = False
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_lesioned_plain_block_is_bridged_with_the_right_shape(env):
+    s = _setup(env, "plain20")
+    x, _ = _val_batch(s)
+    with tinyhw.no_grad():
+        h = s.model.stem(x)
+        for stage in s.model.stages:
+            for block in stage:
+                assert common.skip_path(block, h).shape == block(h).shape
+                h = block(h)
+
+
+# ---- shuffling ----------------------------------------------------------------------------------
+def test_shuffle_with_zero_swaps_gives_the_intact_error(env):
+    s = _setup(env, "resnet20")
+    result = shuffle.compute(s, orders=2, max_swaps=3, seed=1)
+    assert result["summary"][0]["mean"] == result["intact"]["top1_err"]
+    assert result["summary"][0]["std"] == 0.0
+    assert [len(v) for v in result["movable_blocks"].values()] == [3, 2, 2]
+    for t in result["trials"]:
+        assert t["blocks"][1][0] == 0 and t["blocks"][2][0] == 0    # shape changers stay first
+        assert all(sorted(o) == [0, 1, 2] for o in t["blocks"])
+    assert {t["swaps"] for t in result["trials"]} == {0, 1, 2, 3}
+
+
+def test_kendall_tau_and_displacement():
+    assert shuffle.kendall_tau([[0, 1, 2], [0, 1]]) == 1.0
+    assert shuffle.kendall_tau([[2, 1, 0]]) == -1.0
+    assert shuffle.displaced([[0, 2, 1], [0, 1]]) == 2
+
+
+# ---- gates -------------------------------------------------------------------------------------
+def test_zero_gate_bias_at_init_gives_mean_gate_near_one_half(env, tmp_path):
+    tinyhw.manual_seed(0)
+    net = build_image_net("highway20", len(CLASSES))
+    for block in net.blocks():
+        init_gate_bias(block.T, True, 0.0)
+    path = tmp_path / "best.npz"
+    serialize.save(net.state_dict(), path, meta={"arch": "highway20", "bn": True})
+    s = common.setup(_args(env, path), "gates", families=("image",))
+    result = gates.compute(s)
+    assert len(result["blocks"]) == 9
+    for b in result["blocks"]:
+        assert abs(b["mean"] - 0.5) < 0.05, b["name"]
+        assert 0.0 <= b["frac_open"]["mean"] <= 1.0
+        assert sum(b["group_count"]) == len(CLASSES) * PER_CLASS
+        assert len(b["unit_mean"]) == b["units"]
+
+
+def test_gates_of_the_trained_highway_net_and_refusal_without_gates(env):
+    result = gates.compute(_setup(env, "highway20"))
+    for b in result["blocks"]:
+        assert 0.0 < b["mean"] < 1.0
+        # The class means average to the overall mean (equal class sizes).
+        assert np.mean(b["group_mean"]) == pytest.approx(b["mean"], abs=1e-9)
+    with pytest.raises(AnalysisError, match="gates needs a net with gates"):
+        gates.compute(_setup(env, "resnet20"))
+
+
+def test_gates_of_a_c_only_char_lm(tmp_path):
+    folder = _write_corpus(tmp_path / "ptb")
+    corpus = Corpus(folder)
+    v = corpus.vocab
+    tinyhw.manual_seed(0)
+    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
+                                                   "val_ppl": 1.0})
+    out = tmp_path / "out"
+    analyze.main(["gates", "--checkpoint", str(path), "--data", str(folder), "--limit", "50",
+                  "--device", "cpu", "--out", str(out)])
+    result = json.loads((out / "gates.json").read_text())
+    assert result["gates_present"] == ["C"] and result["gates_absent"] == ["T"]
+    assert result["words"] == 50
+    (layer,) = result["blocks"]
+    # Kim et al.'s +2 offset on the carry gate, weights uniform in +-0.05: C ~ sigmoid(2).
+    assert layer["mean"] == pytest.approx(1 / (1 + math.exp(-2)), abs=0.03)
+    with pytest.raises(SystemExit, match="estimation-error needs an image net"):
+        analyze.main(["estimation-error", "--checkpoint", str(path), "--data", str(folder)])
+
+
+# ---- iterative inference -------------------------------------------------------------------------
+def _loss_from(model, h, y, start):
+    """Summed cross-entropy of running blocks[start:] and the head from h."""
+    for block in model.blocks()[start:]:
+        h = block(h)
+    return F.cross_entropy(model.head(h), tinyhw.Tensor(y), "sum")
+
+
+def test_iterative_gradient_cosine_and_ratio_match_direct_computations(env):
+    s = _setup(env, "resnet20")
+    x, y = _val_batch(s)
+    acts = iterative.block_activations(s.model, x, y)
+    assert all(p.requires_grad for p in s.model.parameters())     # restored after the pass
+    k = 4                                                           # s2b2: keeps its shape
+    h, residual, grad = acts[k]
+    # The gradient at block k's input, from a separate graph starting there.
+    leaf = tinyhw.Tensor(h.astype(np.float32), requires_grad=True)
+    _loss_from(s.model, leaf, y, k).backward()
+    np.testing.assert_allclose(grad, leaf.grad, rtol=1e-5, atol=1e-6)
+    # F(h) = block(h) - shortcut(h), recomputed; its norm ratio and cosine by hand.
+    with tinyhw.no_grad():
+        block = s.model.blocks()[k]
+        t = tinyhw.Tensor(h.astype(np.float32))
+        direct_f = (block(t).numpy() - block.shortcut(t).numpy()).astype(np.float64)
+    np.testing.assert_allclose(residual, direct_f, rtol=1e-6, atol=1e-6)
+    cosine, ratio = iterative.per_sample(h, residual, grad)
+    n = len(y)
+    for i in range(n):
+        f, g = direct_f[i].ravel(), -grad[i].ravel()
+        assert cosine[i] == pytest.approx(f @ g / np.linalg.norm(f) / np.linalg.norm(g), rel=1e-9)
+        assert ratio[i] == pytest.approx(np.linalg.norm(f) / np.linalg.norm(h[i]), rel=1e-9)
+    result = iterative.compute(s)
+    block_result = result["blocks"][k]
+    assert block_result["cosine"]["mean"] == pytest.approx(cosine.mean(), rel=1e-6)
+    assert block_result["norm_ratio"]["mean"] == pytest.approx(ratio.mean(), rel=1e-6)
+    assert [b["cosine"] is None for b in result["blocks"]] == [False] * 3 + [True, False,
+                                                                            False] * 2
+
+
+def test_iterative_gradient_matches_finite_differences_in_float64(env):
+    s = _setup(env, "highway20")
+    s.model.double()
+    x, y = _val_batch(s)
+    x = tinyhw.Tensor(x.data[:2].astype(np.float64))
+    y = y[:2]
+    k = 7                                                            # s3b2
+    h, residual, grad = iterative.block_activations(s.model, x, y)[k]
+    eps = 1e-6
+    with tinyhw.no_grad():
+        up = _loss_from(s.model, tinyhw.Tensor(h + eps * residual), y, k).item()
+        down = _loss_from(s.model, tinyhw.Tensor(h - eps * residual), y, k).item()
+    assert (up - down) / (2 * eps) == pytest.approx(float((grad * residual).sum()), rel=1e-4)
+
+
+def test_iterative_refuses_a_plain_net(env):
+    with pytest.raises(AnalysisError, match="iterative needs blocks with a shortcut"):
+        iterative.compute(_setup(env, "plain20"))
+
+
+# ---- the command line -----------------------------------------------------------------------------
+@pytest.mark.parametrize("command, arch, extra", [
+    ("estimation-error", "highway20", []),
+    ("lesion", "resnet20", ["--baseline", "plain20"]),
+    ("shuffle", "resnet20", ["--orders", "2", "--max-swaps", "2"]),
+    ("gates", "highway20", []),
+    ("iterative", "resnet20", []),
+])
+def test_cli_writes_json_csv_and_png(env, tmp_path, capsys, command, arch, extra):
+    extra = [str(env.runs[e] / "best.npz") if e in env.runs else e for e in extra]
+    out = tmp_path / "out"
+    analyze.main([command, "--checkpoint", str(env.runs[arch] / "last.npz"), "--data",
+                  str(env.root), "--device", "cpu", "--out", str(out), "--batch-size", "5"]
+                 + extra)
+    name = command.replace("-", "_")
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last_line == f"wrote {name}.json, {name}.csv, {name}.png to {out}"
+    result = json.loads((out / f"{name}.json").read_text())
+    assert result["analysis"] == name and result["images"] == len(CLASSES) * PER_CLASS
+    with open(out / f"{name}.csv") as f:
+        assert len(list(csv.DictReader(f))) > 0
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_matplotlib_the_numbers_are_written_and_plots_skipped(env, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # `import matplotlib` now fails
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    out = tmp_path / "out"
+    analyze.main(["estimation-error", "--checkpoint", str(env.runs["resnet20"] / "best.npz"),
+                  "--data", str(env.root), "--device", "cpu", "--out", str(out)])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "plots skipped: matplotlib is not installed" in last_line
+    assert json.loads((out / "estimation_error.json").read_text())["stages"]
+    assert (out / "estimation_error.csv").is_file()
+    assert not (out / "estimation_error.png").exists()
+
+
+def test_default_out_is_analysis_beside_the_checkpoint(env, capsys):
+    analyze.main(["iterative", "--checkpoint", str(env.runs["highway20"] / "best.npz"),
+                  "--data", str(env.root), "--device", "cpu", "--limit", "3"])
+    assert (env.runs["highway20"] / "analysis" / "iterative.json").is_file()
+    assert capsys.readouterr().out.strip().endswith(str(env.runs["highway20"] / "analysis"))
+
+
+def test_help_documents_every_analysis(capsys):
+    with pytest.raises(SystemExit):
+        analyze.main(["--help"])
+    text = capsys.readouterr().out
+    for name in analyze.ANALYSES:
+        assert name in text
+    with pytest.raises(SystemExit):
+        analyze.main(["shuffle", "--help"])
+    assert "--orders" in capsys.readouterr().out

@@ -1,0 +1,109 @@
+"""Measure unrolled iterative estimation (Greff, Srivastava & Schmidhuber, ICLR 2017) on a
+trained tinyhw net: one command per analysis, each writing <name>.json, <name>.csv and (with
+matplotlib, the optional extra `plot`) <name>.png.
+
+    python -m train.analyze estimation-error --checkpoint runs/cifar/resnet20/best.npz
+    python -m train.analyze lesion --checkpoint runs/cifar/resnet20/best.npz \\
+        --baseline runs/cifar/plain20/best.npz --limit 2000
+    python -m train.analyze shuffle --checkpoint runs/cifar/highway20/best.npz --limit 1000
+    python -m train.analyze gates --checkpoint runs/lm_small_c_only/best.npz
+    python -m train.analyze iterative --checkpoint runs/cifar/resnet20/best.npz
+
+Analyses:
+  estimation-error  mean and std over the val set of a_k - A per block (block output minus its
+                    stage's output), averaged over units: the paper's Figure 3
+  lesion            val error with each block removed in turn (only its shortcut kept), beside
+                    the intact net and, with --baseline, a second net (a plain net of the depth)
+  shuffle           val error after 0, 1, ... random swaps of shape-keeping blocks within stages,
+                    over several random orders
+  gates             transform-gate statistics of a highway net (per block, per class), or the
+                    gates of a char-LM's highway layers (per frequency bucket of the word)
+  iterative         cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per block, F(h) = block(h) - shortcut(h)
+
+--checkpoint takes either file of a run: best.npz (model only) or last.npz (training state).
+Files go to the checkpoint's folder under analysis/ unless --out is given; the last line printed
+says where, and whether the figure was skipped because matplotlib is missing.
+"""
+import argparse
+import sys
+
+from train.analysis import estimation, gates, iterative, lesion, shuffle
+from train.analysis.common import AnalysisError
+
+ANALYSES = {
+    "estimation-error": (estimation, "estimation error a_k - A per block (the paper's Fig. 3)"),
+    "lesion": (lesion, "val error with one block removed at a time (Veit et al. 2016)"),
+    "shuffle": (shuffle, "val error after random swaps of blocks within stages (Veit et al.)"),
+    "gates": (gates, "gate statistics of highway nets and of the char-LM's highway layers"),
+    "iterative": (iterative, "cos(F(h), -dL/dh) and ||F(h)||/||h|| per block (Jastrzebski et "
+                             "al. 2017)"),
+}
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _common(p):
+    p.add_argument("--checkpoint", required=True,
+                   help="best.npz or last.npz of a train.image run (or, for gates, train.lm)")
+    p.add_argument("--data", default=None,
+                   help="image folder with val/ (default $TINYHW_DATA/cifar10 for CIFAR nets, "
+                        "imagenette-224-mini for 50-layer nets), or the PTB folder for a char-LM "
+                        "(default $TINYHW_DATA/ptb, then data/ptb)")
+    p.add_argument("--limit", type=_positive, default=None,
+                   help="use N val images, evenly spaced over the split (image folders are "
+                        "sorted by class), or the first N words of the PTB valid stream "
+                        "(default: all)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="images per batch (default 100) or words per batch (default 1000)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to compute (default auto: the GPU when one is usable)")
+    p.add_argument("--out", default=None,
+                   help="folder for the files (default: analysis/ beside the checkpoint)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m train.analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    for name, (module, summary) in ANALYSES.items():
+        p = sub.add_parser(name, help=summary, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p)
+        if name == "lesion":
+            p.add_argument("--baseline", default=None,
+                           help="a second image-net checkpoint lesioned the same way and shown "
+                                "beside it, e.g. runs/cifar/plain20/best.npz")
+        if name == "shuffle":
+            p.add_argument("--orders", type=_positive, default=5,
+                           help="random orders (trajectories of swaps) to average over "
+                                "(default 5)")
+            p.add_argument("--max-swaps", type=_count, default=None,
+                           help="swaps per order (default: the number of movable blocks)")
+            p.add_argument("--seed", type=_count, default=0,
+                           help="seed of the random swaps (default 0)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    module = ANALYSES[args.analysis][0]
+    try:
+        return module.run(args)
+    except AnalysisError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
