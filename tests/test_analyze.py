@@ -322,6 +322,7 @@ def test_cli_writes_json_csv_and_png(env, tmp_path, capsys, command, arch, extra
     assert last_line == f"wrote {name}.json, {name}.csv, {name}.png to {out}"
     result = json.loads((out / f"{name}.json").read_text())
     assert result["analysis"] == name and result["images"] == len(CLASSES) * PER_CLASS
+    assert result["command"].startswith(f"python -m train.analyze {command} --checkpoint ")
     with open(out / f"{name}.csv") as f:
         assert len(list(csv.DictReader(f))) > 0
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,6 +25,7 @@ Files go to the checkpoint's folder under analysis/ unless --out is given; the l
 says where, and whether the figure was skipped because matplotlib is missing.
 """
 import argparse
+import shlex
 import sys
 
 from train.analysis import estimation, gates, iterative, lesion, shuffle
@@ -98,6 +99,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Recorded in every JSON result, so the numbers can be reproduced from the file alone.
+    args.command = shlex.join(["python", "-m", "train.analyze",
+                               *(sys.argv[1:] if argv is None else argv)])
     module = ANALYSES[args.analysis][0]
     try:
         return module.run(args)
@@ -106,4 +110,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -170,7 +170,8 @@ def _image_setup(args, state, meta, common):
     loader = BatchLoader(subset, args.batch_size or 100, shuffle=False, drop_last=False,
                          workers=1)
     model.to(common["device"]).eval()
-    info = {"checkpoint": str(common["checkpoint"]), "arch": meta["arch"], "bn": meta["bn"],
+    info = {"command": getattr(args, "command", None),
+            "checkpoint": str(common["checkpoint"]), "arch": meta["arch"], "bn": meta["bn"],
             "data": str(root), "split": "val", "images": len(subset),
             "images_in_split": len(dataset), "device": common["device"]}
     return Setup(model=model, data_root=root, loader=loader, info=info, **common)
@@ -184,7 +185,8 @@ def _lm_setup(args, state, meta, common):
     except (FileNotFoundError, ValueError) as e:
         raise AnalysisError(f"--data: {e}") from None
     model = build_lm_model(state, meta, args.checkpoint, corpus).to(common["device"]).eval()
-    info = {"checkpoint": str(common["checkpoint"]), "config": meta["config"],
+    info = {"command": getattr(args, "command", None),
+            "checkpoint": str(common["checkpoint"]), "config": meta["config"],
             "variant": meta["variant"], "data": str(root), "split": "valid",
             "device": common["device"]}
     return Setup(model=model, data_root=root, corpus=corpus, info=info, **common)
