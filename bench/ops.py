@@ -1,10 +1,12 @@
 """Time forward+backward of the engine's heaviest ops against PyTorch, in the same run.
 
-    python bench/ops.py [--rounds 9] [--only conv2d,lstm]
+    python bench/ops.py [--rounds 9] [--only 'conv2d,lstm,bn_*']
 
 Cases (float32, CPU): conv2d 64->64 3x3 pad 1 on (8, 64, 56, 56); batch_norm (training)
 on the same activation; one LSTM layer (650 -> 650, batch 20, 35 steps); linear + cross
-entropy (700 x 650 -> 10,000 classes).
+entropy (700 x 650 -> 10,000 classes); and the layers of a ResNet-20 training step on CIFAR
+(batch 128): conv_* (3x3 convs of each stage, the stride-2 stage change, the 1x1 stride-2
+projection; no bias, as before a BN) and bn_* (batch_norm training on each stage's activation).
 
 This machine's speed swings by ~2x within minutes, so absolute times mean little: every
 round times one repetition of ours and then one of torch's, and the figure reported is the
@@ -16,11 +18,13 @@ worker threads spin for ~0.1 s and would otherwise steal the cores from the next
 which is torch's, making our ratio look better than it is.
 """
 import argparse
+import fnmatch
 import json
 import os
 import statistics
 import sys
 import time
+from functools import partial
 
 import numpy as np
 
@@ -47,25 +51,31 @@ def _torch_params(arrays):
     return [torch.tensor(a.data, requires_grad=True) for a in arrays]
 
 
-def case_conv2d(rng):
-    x, w, b = _params(rng, (8, 64, 56, 56), (64, 64, 3, 3), (64,))
-    g = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
-    tx, tw, tb = _torch_params([x, w, b]) if torch else (None,) * 3
+def case_conv2d(rng, x_shape=(8, 64, 56, 56), out=64, kernel=3, stride=1, padding=1,
+                with_bias=True):
+    x, w, b = _params(rng, x_shape, (out, x_shape[1], kernel, kernel), (out,))
+    b = b if with_bias else None
+    y_shape = conv2d(x, w, b, stride=stride, padding=padding).shape
+    g = rng.standard_normal(y_shape).astype(np.float32)
+    tx, tw = _torch_params([x, w]) if torch else (None,) * 2
+    tb = (_torch_params([b])[0] if with_bias else None) if torch else None
 
     def ours():
-        conv2d(x, w, b, padding=1).backward(g)
+        conv2d(x, w, b, stride=stride, padding=padding).backward(g)
 
     def theirs():
-        torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(torch.from_numpy(g))
+        torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding).backward(
+            torch.from_numpy(g))
     return ours, theirs
 
 
-def case_batch_norm(rng):
-    x, w, b = _params(rng, (8, 64, 56, 56), (64,), (64,))
+def case_batch_norm(rng, x_shape=(8, 64, 56, 56)):
+    c = x_shape[1]
+    x, w, b = _params(rng, x_shape, (c,), (c,))
     g = rng.standard_normal(x.shape).astype(np.float32)
-    rm, rv = Tensor(np.zeros(64, np.float32)), Tensor(np.ones(64, np.float32))
+    rm, rv = Tensor(np.zeros(c, np.float32)), Tensor(np.ones(c, np.float32))
     tx, tw, tb = _torch_params([x, w, b]) if torch else (None,) * 3
-    trm, trv = (torch.zeros(64), torch.ones(64)) if torch else (None, None)
+    trm, trv = (torch.zeros(c), torch.ones(c)) if torch else (None, None)
 
     def ours():
         batch_norm(x, rm, rv, w, b, training=True).backward(g)
@@ -113,10 +123,29 @@ def case_linear_cross_entropy(rng, rows=700, features=650, classes=10_000):
     return ours, theirs
 
 
+def _cifar_conv(x_shape, out, kernel=3, stride=1, padding=1):
+    return partial(case_conv2d, x_shape=x_shape, out=out, kernel=kernel, stride=stride,
+                   padding=padding, with_bias=False)
+
+
 CASES = {
     "conv2d": ("conv2d 64->64 3x3 p1, (8,64,56,56)", case_conv2d),
     "batch_norm": ("batch_norm train, (8,64,56,56)", case_batch_norm),
     "lstm": ("lstm 650->650, batch 20, 35 steps", case_lstm),
+    # ResNet-20 on CIFAR, batch 128: the convs (no bias) and BNs of its three stages
+    "conv_c16": ("conv 16->16 3x3 p1, (128,16,32,32)", _cifar_conv((128, 16, 32, 32), 16)),
+    "conv_c16s2": ("conv 16->32 3x3 s2 p1, (128,16,32,32)",
+                   _cifar_conv((128, 16, 32, 32), 32, stride=2)),
+    "conv_proj": ("conv 16->32 1x1 s2, (128,16,32,32)",
+                  _cifar_conv((128, 16, 32, 32), 32, kernel=1, stride=2, padding=0)),
+    "conv_c32": ("conv 32->32 3x3 p1, (128,32,16,16)", _cifar_conv((128, 32, 16, 16), 32)),
+    "conv_c64": ("conv 64->64 3x3 p1, (128,64,8,8)", _cifar_conv((128, 64, 8, 8), 64)),
+    "bn_c16": ("batch_norm train, (128,16,32,32)",
+               partial(case_batch_norm, x_shape=(128, 16, 32, 32))),
+    "bn_c32": ("batch_norm train, (128,32,16,16)",
+               partial(case_batch_norm, x_shape=(128, 32, 16, 16))),
+    "bn_c64": ("batch_norm train, (128,64,8,8)",
+               partial(case_batch_norm, x_shape=(128, 64, 8, 8))),
     "linear_ce": ("linear+cross_entropy 700x650->10000", case_linear_cross_entropy),
 }
 
@@ -157,15 +186,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
     parser.add_argument("--pause", type=float, default=0.3,
                         help="seconds of idle before each timed call (default 0.3)")
-    parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--only", default="",
+                        help="comma-separated names or shell patterns (conv_*) from "
+                        + ",".join(CASES))
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator settings alone (see keep_freed_memory)")
     args = parser.parse_args()
     if not args.default_malloc:
         keep_freed_memory()  # both engines run in this process, so both benefit
-    names = [n for n in args.only.split(",") if n] or list(CASES)
-    unknown = [n for n in names if n not in CASES]
+    patterns = [n for n in args.only.split(",") if n] or ["*"]
+    names = [n for n in CASES if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    unknown = [p for p in patterns if not fnmatch.filter(CASES, p)]
     if unknown:
         parser.error(f"--only: unknown case(s) {unknown}; choose from {list(CASES)}")
     if torch is None:

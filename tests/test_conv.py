@@ -1,4 +1,13 @@
-"""conv2d and conv1d: gradient checks, a loop reference, torch cross-checks, argument errors."""
+"""conv2d and conv1d: gradient checks, a loop reference, torch cross-checks, argument errors.
+
+The shifted route (every kernel but 1x1 without padding, any stride) cuts the batch into
+chunks of images and computes dW either as one GEMM on stacked column shifts or as one GEMM
+per column shift (few channels); the `variant(...)` context forces each combination, so the
+Hypothesis strategies, which draw small shapes, reach all of them.
+"""
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -6,8 +15,23 @@ from hypothesis import strategies as st
 
 import tinyhw
 from tinyhw.gradcheck import gradcheck
+from tinyhw.ops import conv as conv_module
+from tinyhw.ops import window
 from tinyhw.ops.conv import conv1d, conv2d
 from tests.strategies import arrays, conv1d_geometry, conv2d_geometry
+
+# (images per chunk or None for the size-based default, dW per column offset?)
+VARIANTS = [(None, True), (None, False), (1, True), (2, False)]
+
+
+@contextlib.contextmanager
+def variant(images, per_offset):
+    """Force the shifted route's chunk size (None: by size) and its form of dW."""
+    chunking = window.images_per_chunk if images is None else \
+        (lambda n, bytes_per_image: min(n, images))
+    with mock.patch.object(window, "images_per_chunk", chunking), \
+            mock.patch.object(conv_module, "_PER_OFFSET_MAX_CHANNELS", 10**9 if per_offset else 0):
+        yield
 
 
 def conv2d_loop(x, w, b, stride, padding):
@@ -39,33 +63,39 @@ def pair_of(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-# Fixed geometries that exercise each of the three routes (pointwise, shifted, strided),
-# padding beyond kernel - 1 and asymmetric hyper-parameters.
+# Fixed geometries that exercise both routes (pointwise; shifted at stride 1 and on the phases
+# of a stride, including a kernel shorter than the stride, whose skipped phases get no
+# gradient), padding beyond kernel - 1 and asymmetric hyper-parameters.
 ROUTES = [
     dict(x_shape=(2, 3, 5, 4), w_shape=(4, 3, 1, 1), stride=1, padding=0),         # pointwise
     dict(x_shape=(2, 3, 5, 6), w_shape=(2, 3, 1, 1), stride=(2, 3), padding=0),    # pointwise
     dict(x_shape=(2, 3, 5, 5), w_shape=(4, 3, 3, 3), stride=1, padding=1),         # shifted
     dict(x_shape=(1, 2, 3, 4), w_shape=(3, 2, 2, 3), stride=1, padding=(3, 4)),    # shifted
-    dict(x_shape=(2, 2, 6, 7), w_shape=(3, 2, 3, 2), stride=(2, 1), padding=(1, 0)),  # strided
-    dict(x_shape=(1, 2, 4, 4), w_shape=(2, 2, 1, 1), stride=2, padding=1),         # strided
-    dict(x_shape=(2, 1, 9, 8), w_shape=(2, 1, 7, 7), stride=3, padding=3),         # strided
+    dict(x_shape=(2, 2, 6, 7), w_shape=(3, 2, 3, 2), stride=(2, 1), padding=(1, 0)),  # phases
+    dict(x_shape=(1, 2, 4, 4), w_shape=(2, 2, 1, 1), stride=2, padding=1),         # phases
+    dict(x_shape=(2, 1, 9, 8), w_shape=(2, 1, 7, 7), stride=3, padding=3),         # phases
+    dict(x_shape=(2, 2, 7, 9), w_shape=(3, 2, 2, 1), stride=(3, 2), padding=(2, 1)),  # phases
 ]
 
 
-@given(geometry=conv2d_geometry(), with_bias=st.booleans(), data=st.data())
-def test_conv2d_gradcheck(geometry, with_bias, data):
+@given(geometry=conv2d_geometry(), with_bias=st.booleans(), form=st.sampled_from(VARIANTS),
+       data=st.data())
+def test_conv2d_gradcheck(geometry, with_bias, form, data):
     x = data.draw(arrays(geometry["x_shape"]))
     w = data.draw(arrays(geometry["w_shape"]))
     b = data.draw(arrays((geometry["w_shape"][0],))) if with_bias else None
     stride, padding = geometry["stride"], geometry["padding"]
-    assert gradcheck(lambda x, w, b: conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
+    with variant(*form):
+        assert gradcheck(lambda x, w, b: conv2d(x, w, b, stride=stride, padding=padding),
+                         [x, w, b])
 
 
-@given(geometry=conv2d_geometry(), data=st.data())
-def test_conv2d_matches_loop(geometry, data):
+@given(geometry=conv2d_geometry(), form=st.sampled_from(VARIANTS), data=st.data())
+def test_conv2d_matches_loop(geometry, form, data):
     x, w = data.draw(arrays(geometry["x_shape"])), data.draw(arrays(geometry["w_shape"]))
     b = data.draw(arrays((geometry["w_shape"][0],)))
-    y = conv2d(x, w, b, stride=geometry["stride"], padding=geometry["padding"])
+    with variant(*form):
+        y = conv2d(x, w, b, stride=geometry["stride"], padding=geometry["padding"])
     np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, geometry["stride"],
                                                       pair_of(geometry["padding"])), atol=1e-12)
 
@@ -102,6 +132,43 @@ def test_conv2d_matches_torch(geometry, rng):
     np.testing.assert_allclose(y.numpy(), t.detach().numpy(), atol=1e-12)
     for a, ta in zip(ours, theirs):
         np.testing.assert_allclose(a.grad, ta.grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("form", VARIANTS)
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False),
+                                   (False, False, True)])
+def test_shifted_route_chunks_match_torch(form, needs, rng):
+    """Several chunks with a short last one (5 images, 2 per chunk), both forms of dW, every
+    subset of gradients; 3x3 'same', an asymmetric kernel with padding beyond it, and the
+    strided convs of a ResNet's stage changes (3x3 stride 2, 1x1 stride 2 with padding)."""
+    torch = pytest.importorskip("torch")
+    for w_shape, stride, padding in [((4, 3, 3, 3), 1, 1), ((2, 3, 2, 3), 1, (3, 0)),
+                                     ((4, 3, 3, 3), 2, 1), ((4, 3, 1, 1), 2, 1),
+                                     ((2, 3, 3, 2), (2, 3), (0, 1))]:
+        x = rng.standard_normal((5, 3, 6, 7))
+        w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+        ours = [tinyhw.Tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
+        theirs = [torch.tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
+        with variant(*form):
+            y = conv2d(*ours, stride=stride, padding=padding)
+            g = rng.standard_normal(y.shape)
+            y.backward(g)
+        t = torch.nn.functional.conv2d(*theirs, stride=stride, padding=padding)
+        t.backward(torch.tensor(g))
+        np.testing.assert_allclose(y.numpy(), t.detach().numpy(), atol=1e-12)
+        for a, ta, n in zip(ours, theirs, needs):
+            assert (a.grad is not None) == n
+            if n:
+                np.testing.assert_allclose(a.grad, ta.grad.numpy(), atol=1e-11)
+
+
+def test_chunk_size_follows_the_budget():
+    """CIFAR's first stage: 16 channels of 32x32 give several images per chunk, and no chunk
+    is larger than the budget unless it holds a single image."""
+    grid = window.FlatGrid(np, (128, 16, 32, 32), (3, 3), (1, 1), (1, 1), 48, 4)
+    assert 1 < grid.images < 128 and 48 * grid.size * 4 <= window.CHUNK_BYTES
+    big = window.FlatGrid(np, (8, 64, 56, 56), (3, 3), (1, 1), (1, 1), 192, 4)
+    assert big.images == 1
 
 
 def test_conv2d_float32_keeps_dtype_and_layout(rng):

@@ -1,8 +1,8 @@
 """batch_norm: gradient checks, a NumPy closed form, torch cross-checks, argument errors.
 
-The op has two implementations (a per-channel loop on NumPy for large channel slabs, a
-vectorised one for small slabs and CuPy); `path(...)` forces either so both are tested
-on small shapes.
+The op has two implementations (contiguous rows on NumPy, with a one-pass variance or the
+centred two-pass form when some |mu| is large; a vectorised one for float16 and CuPy);
+`path(...)` forces each so all are tested on small shapes.
 """
 import contextlib
 from unittest import mock
@@ -19,15 +19,18 @@ from tinyhw.ops.norm import batch_norm
 from tests.strategies import arrays, batch_norm_shapes
 
 EPS = 1e-5
-PATHS = ["loops", "vectorized"]
+PATHS = ["rows", "rows-centred", "vectorized"]
 
 
 @contextlib.contextmanager
 def path(name):
-    """Force the per-channel loop ('loops') or the vectorised path, whatever the shape."""
-    limit = 1 if name == "loops" else 10**12
-    with mock.patch.object(norm, "_LOOP_MIN_SLAB", limit), \
-            mock.patch.object(norm, "_LOOP_MIN_ROW", limit):
+    """Force the rows path with the one-pass variance where the data allow it ('rows'), the
+    rows path with the centred two-pass form ('rows-centred'), or the vectorised path."""
+    use_rows = (lambda xp, x: False) if name == "vectorized" else norm._use_rows
+    limit = -1.0 if name == "rows-centred" else norm._ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR
+    with mock.patch.object(norm, "_use_rows", use_rows), \
+            mock.patch.object(norm, "_ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR", limit), \
+            mock.patch.object(norm, "_CHUNK_BYTES", 64):  # several chunks even on tiny shapes
         yield
 
 
@@ -158,21 +161,48 @@ def test_only_parameter_gradients_when_input_is_constant(rng, name):
     np.testing.assert_allclose(b.grad, dbeta, rtol=1e-10)
 
 
-def test_path_choice_by_shape():
-    cf = norm._channels_first
-    assert norm._use_loops(np, cf(np.zeros((8, 64, 56, 56), np.float32)))
-    assert not norm._use_loops(np, cf(np.zeros((4096, 64), np.float32)))  # rows of one value
-    assert not norm._use_loops(np, cf(np.zeros((2, 3, 4, 4), np.float32)))  # small slabs
-    assert not norm._use_loops(np, cf(np.zeros((8, 4, 64, 64), np.float16)))
+def test_path_choice():
+    assert norm._use_rows(np, np.zeros((8, 64, 56, 56), np.float32))
+    assert norm._use_rows(np, np.zeros((4096, 64), np.float64))
+    assert not norm._use_rows(np, np.zeros((8, 4, 64, 64), np.float16))  # sums need float32
+
+
+@pytest.mark.parametrize("mean, centred", [(0.5, False), (100.0, True)])
+def test_one_pass_variance_only_when_well_conditioned(rng, mean, centred):
+    x = mean + rng.normal(size=(4, 3, 6, 6))
+    calls = []
+    original = norm._train_forward_rows
+
+    def spy(*args):
+        result = original(*args)
+        calls.append(result[2])
+        return result
+
+    with mock.patch.object(norm, "_train_forward_rows", spy):
+        batch_norm(tinyhw.Tensor(x), None, None, training=True)
+    assert calls == [centred]
+
+
+def test_non_contiguous_input_and_gradient(rng):
+    """The rows path works on contiguous copies of strided inputs and gradients."""
+    base = rng.normal(size=(6, 3, 8, 10))
+    x, dy = base[::2, :, :, ::2], rng.normal(size=(6, 3, 10, 8)).transpose(0, 1, 3, 2)[::2]
+    xt = tinyhw.Tensor(x, requires_grad=True)
+    y = batch_norm(xt, None, None, training=True)
+    y.backward(dy[:, :, :, ::2])
+    y_ref, _, _ = reference(x, np.zeros(3), np.ones(3), None, None, True)
+    np.testing.assert_allclose(y.data, y_ref, rtol=1e-10, atol=1e-10)
+    dx_ref = reference_grads(x, dy[:, :, :, ::2], None, True)[0]
+    np.testing.assert_allclose(xt.grad, dx_ref, rtol=1e-9, atol=1e-10)
 
 
 def test_float32_large_mean_is_accurate(rng):
-    """The loop path re-forms sum(dy (x - mu)) from sum(dy x); with |mu| = 100 std the
-    gradient must still be float32-accurate."""
+    """With |mu| = 100 std the one-pass variance would cancel: the rows path must switch to
+    the centred form and stay float32-accurate."""
     x = (100.0 + rng.normal(size=(4, 3, 48, 48))).astype(np.float32)
     dy = rng.normal(size=x.shape).astype(np.float32)
     xt = tinyhw.Tensor(x, requires_grad=True)
-    assert norm._use_loops(np, norm._channels_first(x))
+    assert norm._use_rows(np, x)
     y = batch_norm(xt, None, None, training=True)
     y.backward(dy)
     y_ref, _, _ = reference(x.astype(np.float64), np.zeros(3), np.ones(3), None, None, True)

@@ -13,15 +13,18 @@ and dx is the interior of dxp (gradients that land on the padding are dropped).
 All three are matrix products once the windows are laid out as columns (im2col):
 with cols[(c, i, j), (n, h, w)] = xp[n, c, s_h h + i, s_w w + j] and W as (O, C kh kw),
     Y = W cols,   dW = dY cols^T,   dcols = W^T dY,   then dxp = col2im(dcols).
-Three routes compute exactly this, chosen by geometry for speed (see each helper):
+Two routes compute exactly this, chosen by geometry for speed (see each helper):
   pointwise  1x1 kernel, no padding: cols is x itself, no copy at all;
-  shifted    stride 1: columns are contiguous shifts of a flat padded image (no im2col);
-  strided    any stride: the column matrix, built from a phase split of the input.
+  shifted    any other: no im2col; the GEMM's operand stacks a few contiguous shifts of the
+             flat padded images (of each phase of the input, for a stride), and a few
+             shifted adds finish the sum; the batch goes through in chunks that fit in L2.
 (A Winograd F(2x2, 3x3) route was tried and measured slower on every shape on a 2-core CPU:
-its 2.25x smaller GEMMs save less time than its single-threaded transform passes cost.)
+its 2.25x smaller GEMMs save less time than its single-threaded transform passes cost.
+On CIFAR's small channel counts, the GEMMs, whose K = kw C or M = kh O is small, take about
+two thirds of the time; the copies and adds around them the rest.)
 """
 from ..autograd import Function
-from .window import (PhaseGrid, check_window_fits, conv_operands, flat_grid, hyper_pair, place,
+from .window import (FlatGrid, check_window_fits, conv_operands, hyper_pair,
                      sum_of_shifted_blocks, work_buffer)
 
 
@@ -58,130 +61,208 @@ def _pointwise_backward(ctx, gy):
     return dx, dw, None
 
 
-# ---- shifted route: stride 1 -------------------------------------------------------------
-# Lay the padded input out channel-major and flat, xq[c, q] with q = (n Hq + r) Wq + col.
-# With stride 1, the window offset (i, j) is a shift by i Wq + j in q, so for every q
+# ---- shifted route: any kernel and stride -------------------------------------------------
+# Stride 1 first. Lay the padded input out channel-major and flat, xq[c, q] with
+# q = (n Hq + r) Wq + col. The window offset (i, j) is then a shift by i Wq + j in q, so
 #     y[o, q] = sum_{c, i, j} W[o, c, i, j] xq[c, q + i Wq + j],
 # a "wide" output on the flat grid whose rows >= Ho and columns >= Wo are garbage (windows
 # wrapping past an edge) and are cropped. Rows are only Wq = W + pw long: a window running
 # off the right edge reads the next row's left padding, which is zero as its own right
-# padding would be; images likewise share their top/bottom padding rows. For a 'same' 3x3
-# conv that leaves one garbage row and no garbage column per image.
+# padding would be; images likewise share their top/bottom padding rows (FlatGrid).
 # Stacking the kw column shifts of xq as rows X[(j, c), t] = xq[c, t + j] (kw copies of the
 # input, in long contiguous runs, instead of the kh kw of im2col), one GEMM gives every
 # row-offset term at once, and kh - 1 shifted adds finish the sum:
 #     Z = Wst X  with  Wst[(i, o), (j, c)] = W[o, c, i, j],    y[o, q] = sum_i Z[(i, o), q + i Wq].
-# Block j = 0 of X is xq itself (the input is padded straight into it), so only kw - 1
-# copies are made. Large temporaries live in work buffers (see work_buffer); the one copy at
-# the end crops the garbage and transposes to NCHW.
+# Block j = 0 of X is xq itself (the input is written straight into it): kw - 1 copies.
+# Stride s: split the padded input into its s_h s_w phases (FlatGrid), each laid out as
+# above; offset (i, j) = (s_h ii + a, s_w jj + b) of output (h, w) reads phase (a, b) at cell
+# (h + ii, w + jj). X stacks, per phase, its column shifts jj, and Z's rows are the row
+# shifts ii: the same GEMM and adds, with Wst[(ii, o), (a, b, jj, c)] = W[o, c, s_h ii + a,
+# s_w jj + b] and zeros where s_h ii + a >= kh (25% of Wst for 3x3 stride 2, cheaper than
+# splitting the GEMM to skip them). For 3x3 stride 2 that is 2 copies besides writing the
+# phases, where im2col makes 9.
+# No window crosses from one image's plane into the next one's data, so the batch is cut
+# into chunks of whole images, each a small conv of its own: its temporaries (X, Z) stay
+# in L2 cache through the copies, the GEMM and the adds, and the crop writes the chunk
+# straight into y. The padding cells of the work buffers are zeroed once per call; each
+# chunk only writes its data cells. The backward rebuilds X chunk by chunk from x (cheaper
+# than keeping the copies of the input from the forward).
+
+# dW as one GEMM per block of X, on views of the phases (see _shifted_backward), up to this
+# many input channels.
+_PER_OFFSET_MAX_CHANNELS = 16
+
+
+class _Layout:
+    """Geometry of one call: the FlatGrid, its phases, X's blocks (one per phase and column
+    shift jj, phase by phase) and the number of row shifts ii (Z's row blocks)."""
+
+    def __init__(self, xp, x_shape, w_shape, stride, padding, itemsize):
+        (o, c, kh, kw) = w_shape
+        self.stride = stride
+        self.row_taps = -(-kh // stride[0])       # row shifts ii (phase a = 0 has the most)
+        self.col_taps = -(-kw // stride[1])       # column shifts jj (phase b = 0)
+        phases = FlatGrid(xp, x_shape, (kh, kw), stride, padding, 1, itemsize).phases()
+        self.blocks, self.first_block = [], []    # blocks (a, b, jj); each phase's jj = 0 block
+        for a, b, _, cp in phases:
+            self.first_block.append(len(self.blocks))
+            self.blocks += [(a, b, jj) for jj in range(cp.taps)]
+        rows = max(len(self.blocks) * c, self.row_taps * o)   # X's and Z's rows per column
+        self.grid = FlatGrid(xp, x_shape, (kh, kw), stride, padding, rows, itemsize)
+        self.span = self.grid.size + (self.row_taps - 1) * self.grid.wq   # columns Z covers
+
+    def stacked_weights(self, xp, w):
+        """Wst (row_taps O, blocks C): Wst[(ii, o), (block, c)] = W[o, c, s_h ii + a, s_w jj + b],
+        zero where s_h ii + a >= kh."""
+        (o, c, kh, _), (sh, sw) = w.shape, self.stride
+        w_st = xp.zeros((self.row_taps, o, len(self.blocks), c), dtype=w.dtype)
+        for k, (a, b, jj) in enumerate(self.blocks):
+            for ii in range((kh - 1 - a) // sh + 1):
+                w_st[ii, :, k] = w[:, :, sh * ii + a, sw * jj + b]
+        return w_st.reshape(self.row_taps * o, -1)
+
+    def weight_gradient(self, xp, dw_st, w_shape):
+        """dW (O, C, kh, kw) from dWst (row_taps O, blocks C), the gradient of Wst."""
+        (o, c, kh, _), (sh, sw) = w_shape, self.stride
+        dw_st = dw_st.reshape(self.row_taps, o, len(self.blocks), c)
+        dw = xp.empty(w_shape, dtype=dw_st.dtype)
+        for k, (a, b, jj) in enumerate(self.blocks):
+            for ii in range((kh - 1 - a) // sh + 1):
+                dw[:, :, sh * ii + a, sw * jj + b] = dw_st[ii, :, k]
+        return dw
+
+    def write_phases(self, blocks, x):
+        """Write the images x (k, C, H, W) into the jj = 0 block of each phase of X's blocks
+        (n_blocks, C, columns)."""
+        grid = self.grid
+        for first, (_, _, rp, cp) in zip(self.first_block, grid.phases()):
+            grid.write(blocks[first], 0, (rp.first_cell, cp.first_cell), grid.inputs(x, rp, cp))
+
+    def write_columns(self, blocks, x):
+        """All of X for the images x: the phases, then their column-shifted copies."""
+        self.write_phases(blocks, x)
+        for k, (_, _, jj) in enumerate(self.blocks):
+            if jj:
+                blocks[k, :, :self.span] = blocks[k - jj, :, jj:jj + self.span]
+
 
 def _shifted_forward(ctx, x, w, b, stride, padding):
     xp = ctx.xp
-    (n, c, h, wd), (o, _, kh, kw), (ph, pw) = x.shape, w.shape, padding
-    hq, wq, ho, wo = flat_grid(x.shape, (kh, kw), padding)
-    p = n * hq * wq
-    span = p + (kh - 1) * wq                     # columns read by the kh row shifts
-    # X (kw C, span) is saved for dW: kw times the input's memory, but rebuilding it in
-    # backward from a saved xq costs ~8% of the conv's time.
+    (n, c, _, _), (o, _, _, _) = x.shape, w.shape
+    ctx.layout = layout = _Layout(xp, x.shape, w.shape, stride, padding, x.itemsize)
+    grid, span = layout.grid, layout.span
     # A bias rides along in the GEMM as one more row of X (all ones) and one more column of
     # Wst (b for the block i = 0, zero for the others): no extra pass over the output.
-    keep, rows = ctx.needs_input_grad[1], kw * c + (b is not None)
-    shape = (rows, span + kw - 1)
-    buf = xp.empty(shape, dtype=x.dtype) if keep else work_buffer(xp, "padded", shape, x.dtype)
-    blocks = buf[:kw * c].reshape(kw, c, -1)
-    xq = blocks[0]
-    place(xq, 0, (c, n, hq, wq), slice(ph, ph + h), slice(pw, pw + wd), x.transpose(1, 0, 2, 3))
-    for j in range(1, kw):
-        blocks[j, :, :span] = xq[:, j:j + span]
-    w_st = w.transpose(2, 0, 3, 1).reshape(kh * o, kw * c)
+    rows = len(layout.blocks) * c
+    buf = work_buffer(xp, "columns", (rows + (b is not None), span + layout.col_taps - 1),
+                      x.dtype, zero=True)
+    blocks = buf[:rows].reshape(len(layout.blocks), c, -1)
+    w_st = layout.stacked_weights(xp, w)
     if b is not None:
         buf[-1] = 1
-        w_st = xp.concatenate([w_st, xp.zeros((kh * o, 1), dtype=w.dtype)], axis=1)
+        w_st = xp.concatenate([w_st, xp.zeros((w_st.shape[0], 1), dtype=w.dtype)], axis=1)
         w_st[:o, -1] = b
-    ctx.save(buf[:kw * c, :span] if keep else None, w)
-    z = work_buffer(xp, "products", (kh, o, span), x.dtype)
-    xp.matmul(w_st, buf[:, :span], out=z.reshape(kh * o, span))
-
-    def to_nchw(block):  # crop the garbage rows and columns
-        return block.reshape(o, n, hq, wq)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
-    return sum_of_shifted_blocks(z, [i * wq for i in range(kh)], p, to_nchw)
+    z = work_buffer(xp, "products", (layout.row_taps, o, span), x.dtype)
+    y = xp.empty((n, o, grid.ho, grid.wo), dtype=x.dtype)
+    for first, stop in grid.chunks(n):
+        layout.write_columns(blocks, x[first:stop])
+        xp.matmul(w_st, buf[:, :span], out=z.reshape(-1, span))
+        sum_of_shifted_blocks(z, [ii * grid.wq for ii in range(layout.row_taps)], grid.size,
+                              lambda t: grid.view(t, stop - first, (0, 0), (grid.ho, grid.wo)),
+                              y[first:stop])
+    ctx.save(x if ctx.needs_input_grad[1] else None, w)
+    return y
 
 
 def _shifted_backward(ctx, gy):
     # With g[o, q] = dy on the wide grid (zero at garbage positions) and
-    # Gs[(i, o), t] = g[o, t - i Wq]  (kh row shifts of g):
-    #   dW[o, c, i, j] = sum_q g[o, q] xq[c, q + i Wq + j] = sum_t Gs[(i, o), t] X[(j, c), t]
-    #                    -> one GEMM  Gs X^T,
-    #   dxq[c, q] = sum_{o, i, j} W[o, c, i, j] g[o, q - i Wq - j] = sum_j D[(j, c), q - j]
-    #                    with D = Wc Gs,  Wc[(j, c), (i, o)] = W[o, c, i, j]:
-    #                    one GEMM and kw - 1 shifted adds.
-    # g is written straight into the unshifted block of Gs, so only kh - 1 copies are made.
-    xp, (cols, w) = ctx.xp, ctx.saved
-    (n, c, h, wd), (o, _, kh, kw), (ph, pw) = ctx.x_shape, w.shape, ctx.padding
-    hq, wq, ho, wo = flat_grid(ctx.x_shape, (kh, kw), ctx.padding)
-    p = n * hq * wq
-    span = p + (kh - 1) * wq
-    start = (kw - 1) + (kh - 1) * wq             # zeros before g absorb the negative shifts
-    length = span + kw - 1                       # columns of each row shift of g
-    gs = work_buffer(xp, "shifts", (kh, o, length + (kh - 1) * wq), gy.dtype)
-    g = gs[kh - 1]                               # Gs block i: g moved i rows
-    place(g, start, (o, n, hq, wq), slice(0, ho), slice(0, wo), gy.transpose(1, 0, 2, 3))
-    for i in range(kh - 1):
-        shift = (kh - 1 - i) * wq
-        gs[i, :, :length] = g[:, shift:shift + length]
-    gs = gs.reshape(kh * o, -1)[:, :length]
-    dw = dx = db = None
-    if ctx.needs_input_grad[2]:  # g is zero off the outputs: a product with ones sums it
-        db = g @ xp.ones(g.shape[1], dtype=g.dtype)
-    if ctx.needs_input_grad[1]:
-        dw = (gs[:, kw - 1:] @ cols.T).reshape(kh, o, kw, c).transpose(1, 3, 0, 2)
-    if ctx.needs_input_grad[0]:
-        d = work_buffer(xp, "products", (kw, c, length), gy.dtype)
-        w_c = w.transpose(3, 1, 2, 0).reshape(kw * c, kh * o)
-        xp.matmul(w_c, gs, out=d.reshape(kw * c, length))
-
-        def interior(block):  # drop the gradient that landed on padding
-            return block.reshape(c, n, hq, wq)[:, :, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3)
-        dx = sum_of_shifted_blocks(d, [kw - 1 - j for j in range(kw)], p, interior)
-    return dx, dw, db
-
-
-# ---- strided route: im2col on a phase grid ------------------------------------------------
-# With stride s, the inputs seen at kernel offset (i, j) by all windows form a strided view,
-# and numpy copies strided views with short rows slowly. Splitting the padded input once into
-# its s_h s_w phases (PhaseGrid below) makes each of those views one contiguous slice, so
-# im2col and col2im become kh kw plain slice copies and adds.
-
-def _strided_forward(ctx, x, w, b, stride, padding):
-    xp = ctx.xp
-    (n, c, h, wd), (o, _, kh, kw) = x.shape, w.shape
-    ctx.grid = grid = PhaseGrid(n, (h, wd), (kh, kw), stride, padding)
-    phases = grid.split(xp, x.transpose(1, 0, 2, 3), 0, slot="padded")    # (sh, sw, C, length)
-    cols = xp.empty((c, kh * kw, grid.size), dtype=x.dtype)
-    for k, phase, cells in grid.offsets():
-        cols[:, k] = phases[phase][:, cells]
-    cols = cols.reshape(c * kh * kw, grid.size)
-    ctx.save(cols if ctx.needs_input_grad[1] else None, w)
-    return _with_bias(xp, grid.crop(w.reshape(o, -1) @ cols).transpose(1, 0, 2, 3), b)
+    # Gs[(ii, o), t] = g[o, t - ii Wq]  (the row shifts of g):
+    #   dWst = sum over chunks of  Gs X^T  (one GEMM per chunk), then dW from dWst,
+    #   dX = Wst^T Gs, and each phase's gradient sums its column-shift blocks of dX:
+    #       dphase(a, b)[c, q] = sum_jj dX[(a, b, jj, c), q - jj],
+    #   whose data cells are dx's entries at that phase's positions.
+    # g is written straight into the unshifted block of Gs, so only row_taps - 1 copies.
+    xp, (x, w), layout = ctx.xp, ctx.saved, ctx.layout
+    need_dx, need_dw, need_db = ctx.needs_input_grad
+    (n, c, _, _), o = ctx.x_shape, w.shape[0]
+    grid, span, taps = layout.grid, layout.span, layout.row_taps
+    joff = layout.col_taps - 1                   # zero columns before g: room for jj shifts
+    start = joff + (taps - 1) * grid.wq          # ... and for the row shifts
+    length = span + joff                         # columns of each row shift of g
+    gs = work_buffer(xp, "shifts", (taps, o, length + (taps - 1) * grid.wq), gy.dtype,
+                     zero=True)
+    g = gs[taps - 1]                             # Gs block ii: g moved ii rows
+    gs_rows = gs.reshape(taps * o, -1)[:, :length]
+    dx = db = None
+    dw = _WeightGradient(xp, layout, x, w, gy.dtype) if need_dw else None
+    if need_db:
+        db = xp.zeros(o, dtype=gy.dtype)
+        ones = xp.ones(g.shape[1], dtype=gy.dtype)
+    if need_dx:  # inputs in no phase (kernel shorter than the stride) get no gradient
+        skipped = len(grid.row_phases) < ctx.stride[0] or len(grid.col_phases) < ctx.stride[1]
+        dx = (xp.zeros if skipped else xp.empty)(ctx.x_shape, dtype=gy.dtype)
+        d = work_buffer(xp, "products", (len(layout.blocks), c, length), gy.dtype)
+        w_c = layout.stacked_weights(xp, w).T
+    for first, stop in grid.chunks(n):
+        grid.write(g, start, (0, 0), gy[first:stop])
+        for ii in range(taps - 1):
+            shift = (taps - 1 - ii) * grid.wq
+            gs[ii, :, :length] = g[:, shift:shift + length]
+        if need_db:  # g is zero off the outputs: a product with ones sums it
+            db += g @ ones
+        if need_dw:
+            dw.add_chunk(gs_rows[:, joff:joff + span], first, stop)
+        if need_dx:
+            xp.matmul(w_c, gs_rows, out=d.reshape(-1, length))
+            _phase_gradients(layout, d, joff, dx[first:stop])
+    return dx, (dw.result() if need_dw else None), db
 
 
-def _strided_backward(ctx, gy):
-    xp, (cols, w), grid = ctx.xp, ctx.saved, ctx.grid
-    (o, c, kh, kw), sh, sw = w.shape, *ctx.stride
-    g = grid.widen(xp, gy.transpose(1, 0, 2, 3), slot="products")         # (O, size)
-    dw = (g @ cols.T).reshape(w.shape) if ctx.needs_input_grad[1] else None
-    dx = None
-    if ctx.needs_input_grad[0]:
-        dcols = work_buffer(xp, "shifts", (c * kh * kw, grid.size), gy.dtype)
-        xp.matmul(w.reshape(o, -1).T, g, out=dcols)
-        dcols = dcols.reshape(c, kh * kw, grid.size)
-        d_phases = work_buffer(xp, "padded", (sh, sw, c, grid.length), gy.dtype, zero=True)
-        for k, (a, b), cells in grid.offsets():   # col2im
-            target = d_phases[a, b, :, cells]
-            target += dcols[:, k]
-        dx = xp.empty(ctx.x_shape, dtype=gy.dtype)
-        grid.merge(d_phases, dx.transpose(1, 0, 2, 3))
-    return dx, dw, None
+class _WeightGradient:
+    """dWst accumulated over the chunks (Gs X^T), then dW.
+
+    Few channels: each block of X is a column shift of a phase, so dW can be one GEMM per
+    block on views of the phases, with no copies; OpenBLAS also runs these (row_taps O, C)
+    products faster than one (row_taps O, blocks C) product when C <= 16 (measured)."""
+
+    def __init__(self, xp, layout, x, w, dtype):
+        self.xp, self.layout, self.x, self.w_shape = xp, layout, x, w.shape
+        c, n_blocks, rows = w.shape[1], len(layout.blocks), layout.row_taps * w.shape[0]
+        self.per_offset = c <= _PER_OFFSET_MAX_CHANNELS
+        self.buf = work_buffer(xp, "columns", (n_blocks * c, layout.span + layout.col_taps - 1),
+                               x.dtype, zero=True)
+        self.blocks = self.buf.reshape(n_blocks, c, -1)
+        self.total = xp.zeros((n_blocks, rows, c) if self.per_offset else (rows, n_blocks * c),
+                              dtype=dtype)
+        self.part = xp.empty_like(self.total)
+
+    def add_chunk(self, g_cols, first, stop):
+        """Add Gs X^T of the images first..stop-1; g_cols is Gs over X's columns."""
+        xp, layout, span, blocks = self.xp, self.layout, self.layout.span, self.blocks
+        if self.per_offset:  # the phases only, and a GEMM per block on shifted views
+            layout.write_phases(blocks, self.x[first:stop])
+            for k, (_, _, jj) in enumerate(layout.blocks):
+                xp.matmul(g_cols, blocks[k - jj, :, jj:jj + span].T, out=self.part[k])
+        else:
+            layout.write_columns(blocks, self.x[first:stop])
+            xp.matmul(g_cols, self.buf[:, :span].T, out=self.part)
+        self.total += self.part
+
+    def result(self):
+        total = self.total.transpose(1, 0, 2) if self.per_offset else self.total
+        return self.layout.weight_gradient(self.xp, total, self.w_shape)
+
+
+def _phase_gradients(layout, d, joff, dx):
+    """Sum each phase's column-shift blocks of d (blocks, C, length) and write the data cells
+    to dx (k, C, H, W), at that phase's positions."""
+    grid = layout.grid
+    for first, (_, _, rp, cp) in zip(layout.first_block, grid.phases()):
+        target = grid.inputs(dx, rp, cp)
+        sum_of_shifted_blocks(
+            d[first:first + cp.taps], [joff - jj for jj in range(cp.taps)], grid.size,
+            lambda t: grid.view(t, dx.shape[0], (rp.first_cell, cp.first_cell), target.shape[2:]),
+            target)
 
 
 # ---- the ops ---------------------------------------------------------------------------------
@@ -190,12 +271,9 @@ def _route(x_shape, w_shape, stride, padding):
     """(forward, backward) of the fastest route for this geometry. A route's forward returns
     the (N, O, Ho, Wo) result with the bias added, as a new C-contiguous array; its backward
     returns (dx, dW, db), db None when the caller should sum dy itself."""
-    kernel = w_shape[2:]
-    if kernel == (1, 1) and padding == (0, 0):
+    if w_shape[2:] == (1, 1) and padding == (0, 0):
         return _pointwise_forward, _pointwise_backward
-    if stride == (1, 1):
-        return _shifted_forward, _shifted_backward
-    return _strided_forward, _strided_backward
+    return _shifted_forward, _shifted_backward
 
 
 def _with_bias(xp, y, b):

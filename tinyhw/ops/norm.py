@@ -38,17 +38,24 @@ xc from x in the backward.
 Backward, evaluation mode: y = a x + b with a = gamma r constant, so
 dx = a dy, dgamma = sum dy x_hat, dbeta = sum dy.
 
-Speed on NumPy (measured, (8, 64, 56, 56) float32). NumPy has no fast path for an
-array times a vector broadcast per channel: it runs ~3x slower than an array
-times a Python scalar. So when each channel holds enough values the CPU path
-loops over channels: the channel's (N, L) slab is read from memory once, stays in
-L2 through all of that channel's ops, and every op is array-op-scalar. This is
-~1.7x faster than the vectorised form at that shape (and slower for small slabs,
-or for (N, C) input whose slabs have no contiguous rows). Python threads do not
-help (each op is a few microseconds, and the GIL hand-offs cost more), and
-multi-threaded BLAS reductions were avoided: OpenBLAS worker threads spin after
-each call and slow whatever else runs on the cores. CuPy arrays take the
-vectorised path.
+Speed on NumPy (measured). A numpy ufunc runs 2-5x slower when an operand is a
+non-contiguous view or a per-channel broadcast ((C, 1, 1) against (N, C, H, W)): it goes
+through the buffered iterator instead of one contiguous loop. So the CPU path ("rows")
+works on x as contiguous (N, C, L) rows and never broadcasts per channel:
+- statistics: per-row sums sum_l x and sum_l x^2 (sum dy and sum dy x in the backward),
+  einsums over the (N C, L) rows in the data dtype, both sums of a block of rows while it
+  is in L2 cache; the N rows of a channel are then added in float64. The variance is
+  E[x^2] - mu^2, which loses about (mu^2 / var) ulps of the row sums, so a channel with
+  |mu| > 4 std (rare after a conv) switches the whole call to the centred two-pass form
+  (sums of (x - mu)^2 in the forward, x - mu in the backward).
+- per-channel affine maps (y = s x + t, dx = k1 dy - (k2 x + k3)): each coefficient is
+  repeated into one (C L,) vector, and (N, C L) rows times a (C L,) vector broadcast only
+  over N, which numpy runs as contiguous loops; block by block (~256 KB), so that the
+  second op of a block finds it in L2.
+This reads x twice in the forward (statistics, output) and x and dy twice in the backward,
+as torch does. Python threads do not help (the ops are memory-bound and the GIL hand-offs
+cost more). CuPy arrays and float16 data (whose sums need a wider accumulator) take the
+vectorised path, a direct transcription of the formulas above.
 """
 import numbers
 
@@ -57,10 +64,10 @@ import numpy as np
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape
 
-# The per-channel loop pays (measured crossover) once a channel's slab of N * L values
-# is this large and its rows (L contiguous values) are long enough to run fast.
-_LOOP_MIN_SLAB = 8192
-_LOOP_MIN_ROW = 16
+# The one-pass variance E[x^2] - mu^2 is used while every channel has mu^2 <= this * var.
+_ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR = 16.0
+# The rows path works in blocks of about this many bytes (they stay in L2 cache).
+_CHUNK_BYTES = 256 * 1024
 
 
 def _channels_first(a):
@@ -69,10 +76,9 @@ def _channels_first(a):
     return a.reshape(n, c, -1).transpose(1, 0, 2)
 
 
-def _use_loops(xp, x_cf):
-    _, n, length = x_cf.shape
-    return (xp is np and x_cf.dtype != np.float16 and length >= _LOOP_MIN_ROW
-            and n * length >= _LOOP_MIN_SLAB)
+def _use_rows(xp, x):
+    """The contiguous-rows path (NumPy, float32/float64); else the vectorised one."""
+    return xp is np and x.dtype in (np.float32, np.float64)
 
 
 def _per_channel(xp, v, dtype):
@@ -81,28 +87,92 @@ def _per_channel(xp, v, dtype):
     return v.astype(dtype, copy=False)[:, None, None]
 
 
-# ---- training forward: batch statistics, y = gamma x_hat + beta -------------------
-def _train_forward_loops(x_cf, gamma, beta, eps, y_cf):
-    """Per-channel loop (NumPy): fills y_cf, returns the per-channel mean and var (float64)."""
-    channels, n, length = x_cf.shape
+# ---- contiguous rows (NumPy path) ------------------------------------------------
+def _rows(a):
+    """(N, C, *S) contiguous -> its (N, C, L) view."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _blocks(rows, width, itemsize, whole_rows=False):
+    """(row slice, column slice) pairs covering a (rows, width) array in blocks of about
+    _CHUNK_BYTES, which stay in L2 cache between the ops on one block: runs of whole rows
+    where a row fits (always, with whole_rows), else pieces of one row, taken column block
+    by column block so that the matching piece of a (width,) coefficient vector stays in
+    L2 too while every row passes."""
+    if whole_rows or width * itemsize <= _CHUNK_BYTES:
+        step = max(1, _CHUNK_BYTES // (width * itemsize))
+        return [(slice(r, min(r + step, rows)), slice(0, width)) for r in range(0, rows, step)]
+    step = max(1, _CHUNK_BYTES // itemsize)
+    return [(slice(r, r + 1), slice(u, min(u + step, width)))
+            for u in range(0, width, step) for r in range(rows)]
+
+
+def _repeated(xp, v, length, dtype):
+    """A (C,) coefficient as the (C L,) vector that multiplies one image's (C L) row."""
+    return xp.repeat(xp.asarray(v).astype(dtype), length)
+
+
+def _channel_sums(xp, a3, b3=None, centre=None):
+    """Per channel, as float64 (C,) arrays: sum over (N, L) of a, and of a b, for contiguous
+    (N, C, L) arrays; b = a when b3 is None. With centre (C,), b - centre replaces b (and
+    a too when b3 is None: the sum of squares of a - centre). One pass in blocks of whole
+    rows: each row summed by einsum in the data dtype, the N rows of a channel in float64."""
+    n, c, length = a3.shape
+    a2 = a3.reshape(n * c, length)
+    b2 = a2 if b3 is None else b3.reshape(n * c, length)
+    sums, products = xp.empty(n * c, a3.dtype), xp.empty(n * c, a3.dtype)
+    if centre is not None:  # one value per row, and a scratch block for b - centre
+        centre_rows = xp.tile(xp.asarray(centre).astype(a3.dtype), n)[:, None]
+        scratch = xp.empty(a2.shape, a3.dtype)
+    for rows, _ in _blocks(n * c, length, a3.itemsize, whole_rows=True):
+        a, b = a2[rows], b2[rows]
+        xp.einsum("ij->i", a, out=sums[rows])
+        if centre is not None:
+            b = xp.subtract(b, centre_rows[rows], out=scratch[rows])
+            a = b if b3 is None else a
+        xp.einsum("ij,ij->i", a, b, out=products[rows])
+    return tuple(s.reshape(n, c).sum(axis=0, dtype=np.float64) for s in (sums, products))
+
+
+def _affine_block(xp, src, out, cols, scale_rep, shift_rep=None, centre_rep=None):
+    """out = (src - centre) scale + shift on one block of (N, C L) rows whose columns are
+    `cols` (shift and centre may be None)."""
+    if centre_rep is None:
+        xp.multiply(src, scale_rep[cols], out=out)
+    else:
+        xp.subtract(src, centre_rep[cols], out=out)
+        out *= scale_rep[cols]
+    if shift_rep is not None:
+        out += shift_rep[cols]
+    return out
+
+
+def _affine_rows(xp, src2, out2, scale_rep, shift_rep=None, centre_rep=None):
+    """_affine_block over all blocks of (N, C L) rows: per block, the later ops hit L2."""
+    for rows, cols in _blocks(*src2.shape, src2.itemsize):
+        _affine_block(xp, src2[rows, cols], out2[rows, cols], cols, scale_rep, shift_rep,
+                      centre_rep)
+
+
+def _train_forward_rows(x3, gamma, beta, eps, y3):
+    """Fills y3 from x3 (contiguous (N, C, L)); returns mean, var (float64) and whether the
+    centred form was needed."""
+    xp, (n, c, length), dtype = np, x3.shape, x3.dtype
     m = n * length
-    centred = np.empty((n, length), x_cf.dtype)  # scratch slab, reused by every channel
-    flat = centred.reshape(-1)
-    mean, var = np.empty(channels), np.empty(channels)
-    shifts = [0.0] * channels if beta is None else beta.tolist()
-    for c, (g, b) in enumerate(zip(gamma.tolist(), shifts)):
-        xs, ys = x_cf[c], y_cf[c]
-        mu = float(np.einsum("nl->", xs)) / m
-        np.subtract(xs, mu, out=centred)
-        v = float(np.dot(flat, flat)) / m  # two passes: no cancellation when |mu| >> std
-        scale = g / (v + eps) ** 0.5
-        if b == 0.0:
-            np.multiply(centred, scale, out=ys)
-        else:
-            np.multiply(centred, scale, out=centred)
-            np.add(centred, b, out=ys)
-        mean[c], var[c] = mu, v
-    return mean, var
+    sum_x, sum_x2 = _channel_sums(xp, x3)
+    mean = sum_x / m
+    var = np.maximum(sum_x2 / m - mean * mean, 0.0)
+    centred = bool(np.any(mean * mean > _ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR * var))
+    if centred:  # a second pass: var = mean of (x - mu)^2, without cancellation
+        var = _channel_sums(xp, x3, centre=mean)[1] / m
+    scale = gamma / np.sqrt(var + eps)
+    shift = np.zeros(c) if beta is None else beta.astype(np.float64)
+    if not centred:  # y = x s + (beta - mu s)
+        shift = shift - mean * scale
+    _affine_rows(xp, x3.reshape(n, -1), y3.reshape(n, -1), _repeated(xp, scale, length, dtype),
+                 _repeated(xp, shift, length, dtype) if beta is not None or not centred else None,
+                 _repeated(xp, mean, length, dtype) if centred else None)
+    return mean, var, centred
 
 
 def _train_forward_vectorized(xp, x_cf, gamma, beta, eps, y_cf):
@@ -111,7 +181,7 @@ def _train_forward_vectorized(xp, x_cf, gamma, beta, eps, y_cf):
     mean = x_cf.sum(axis=(1, 2), dtype=acc) / (n * length)
     centred = x_cf - _per_channel(xp, mean, x_cf.dtype)
     var = _channel_dots(xp, centred, centred, acc) / (n * length)
-    _affine(xp, centred, gamma / xp.sqrt(var + eps), beta, y_cf)
+    _affine_cf(xp, centred, gamma / xp.sqrt(var + eps), beta, y_cf)
     return mean, var
 
 
@@ -123,30 +193,32 @@ def _channel_dots(xp, a, b, acc):
 
 
 # ---- training backward ---------------------------------------------------------
-def _train_backward_loops(dy_cf, x_cf, mean, gamma, inv_std, dx_cf):
-    """Per-channel loop (NumPy): fills dx_cf (unless None), returns sum dy, sum dy xc.
+def _train_backward_rows(dy3, x3, mean, gamma, inv_std, dx3, centred):
+    """Fills dx3 (unless None) from contiguous (N, C, L) arrays; returns sum dy, sum dy xc.
 
-    With xc = x - mu, sum(dy xc) = sum(dy x) - mu sum(dy) and
-    dx = k1 dy - k2 x - (k3 - k2 mu): x is used as is, so no pass re-centres it. The
-    subtraction loses about |mu| / std float32 ulps (4e-6 relative at |mu| = 100 std).
+    One-pass form (see _train_forward_rows): with xc = x - mu,
+    sum(dy xc) = sum(dy x) - mu sum(dy) and dx = k1 dy - (k2 x + (k3 - k2 mu)), so x is used
+    as is. When the forward needed the centred form, x - mu is formed block by block.
     """
-    channels, n, length = dy_cf.shape
-    m = n * length
-    sum_dy, sum_dy_xc = np.empty(channels), np.empty(channels)
-    scratch = np.empty((n, length), dy_cf.dtype)  # one slab, reused by every channel
-    for c, (mu, g, r) in enumerate(zip(mean.tolist(), gamma.tolist(), inv_std.tolist())):
-        dys, xs = dy_cf[c], x_cf[c]
-        s_dy = float(np.einsum("nl->", dys))
-        s_dy_xc = float(np.einsum("nl,nl->", dys, xs)) - mu * s_dy
-        sum_dy[c], sum_dy_xc[c] = s_dy, s_dy_xc
-        if dx_cf is None:
-            continue
-        k1 = g * r
-        k2, k3 = k1 * r * r * s_dy_xc / m, k1 * s_dy / m
-        np.multiply(xs, k2, out=scratch)
-        np.add(scratch, k3 - k2 * mu, out=scratch)
-        np.multiply(dys, k1, out=dx_cf[c])
-        np.subtract(dx_cf[c], scratch, out=dx_cf[c])
+    xp, (n, _, length) = np, dy3.shape
+    m, dtype = n * length, dy3.dtype
+    sum_dy, sum_dy_x = _channel_sums(xp, dy3, x3, centre=mean if centred else None)
+    sum_dy_xc = sum_dy_x if centred else sum_dy_x - mean * sum_dy
+    if dx3 is not None:
+        k1 = gamma * inv_std
+        k2, k3 = k1 * inv_std ** 2 * sum_dy_xc / m, k1 * sum_dy / m
+        k1_rep, k2_rep = _repeated(xp, k1, length, dtype), _repeated(xp, k2, length, dtype)
+        k3_rep = _repeated(xp, k3 if centred else k3 - k2 * mean, length, dtype)
+        centre_rep = _repeated(xp, mean, length, dtype) if centred else None
+        x2, dy2, dx2 = x3.reshape(n, -1), dy3.reshape(n, -1), dx3.reshape(n, -1)
+        blocks = _blocks(n, x2.shape[1], x2.itemsize)
+        rows, cols = blocks[0]
+        scratch = xp.empty((rows.stop - rows.start, cols.stop - cols.start), dtype)
+        for rows, cols in blocks:
+            term = scratch[:rows.stop - rows.start, :cols.stop - cols.start]
+            _affine_block(xp, x2[rows, cols], term, cols, k2_rep, k3_rep, centre_rep)
+            out = xp.multiply(dy2[rows, cols], k1_rep[cols], out=dx2[rows, cols])
+            out -= term
     return sum_dy, sum_dy_xc
 
 
@@ -167,28 +239,37 @@ def _train_backward_vectorized(xp, dy_cf, x_cf, mean, gamma, inv_std, dx_cf):
 
 
 # ---- evaluation mode: y = a x + b per channel ------------------------------------
-def _affine(xp, src_cf, scale, shift, out_cf):
-    """out = src * scale + shift per channel (shift may be None)."""
-    if _use_loops(xp, src_cf):
-        shifts = [None] * len(scale) if shift is None else shift.tolist()
-        for c, (a, b) in enumerate(zip(scale.tolist(), shifts)):
-            np.multiply(src_cf[c], a, out=out_cf[c])
-            if b is not None:
-                np.add(out_cf[c], b, out=out_cf[c])
+def _affine(xp, src, scale, shift, out, rows):
+    """out = src * scale + shift per channel (shift may be None), on (N, C, *S) arrays
+    (contiguous ones on the rows path)."""
+    if rows:
+        n, c, length = _rows(src).shape
+        _affine_rows(xp, src.reshape(n, -1), out.reshape(n, -1),
+                     _repeated(xp, scale, length, src.dtype),
+                     None if shift is None else _repeated(xp, shift, length, src.dtype))
         return
+    _affine_cf(xp, _channels_first(src), scale, shift, _channels_first(out))
+
+
+def _affine_cf(xp, src_cf, scale, shift, out_cf):
+    """_affine on (C, N, L) views, broadcasting per channel (the vectorised path)."""
     xp.multiply(src_cf, _per_channel(xp, scale, src_cf.dtype), out=out_cf)
     if shift is not None:
         out_cf += _per_channel(xp, shift, src_cf.dtype)
 
 
-def _eval_backward_sums(xp, dy_cf, x_cf, running_mean, inv_std, need_sum_dy_xhat):
-    """sum dy and sum dy * x_hat per channel, x_hat from the running statistics."""
-    acc = np.promote_types(dy_cf.dtype, np.float32)
+def _eval_backward_sums(xp, dy, x, running_mean, inv_std, need_sum_dy_xhat, rows):
+    """sum dy and sum dy * x_hat per channel, x_hat from the running statistics.
+    Centred before multiplying: sum(dy x) - mu sum(dy) would cancel badly when |mu| >> std."""
+    if rows:
+        sum_dy, sum_dy_xc = _channel_sums(xp, _rows(dy), _rows(x), centre=running_mean)
+        return sum_dy, (sum_dy_xc * inv_std if need_sum_dy_xhat else None)
+    dy_cf, x_cf = _channels_first(dy), _channels_first(x)
+    acc = np.promote_types(dy.dtype, np.float32)
     sum_dy = dy_cf.sum(axis=(1, 2), dtype=acc)
     if not need_sum_dy_xhat:
         return sum_dy, None
-    # Centre before multiplying: sum(dy x) - mu sum(dy) would cancel badly when |mu| >> std.
-    x_centred = x_cf - _per_channel(xp, running_mean, x_cf.dtype)
+    x_centred = x_cf - _per_channel(xp, running_mean, x.dtype)
     return sum_dy, _channel_dots(xp, dy_cf, x_centred, acc) * inv_std
 
 
@@ -204,49 +285,52 @@ class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
         xp = ctx.xp
+        ctx.rows, ctx.training = _use_rows(xp, x), training
+        if ctx.rows:
+            x = xp.ascontiguousarray(x)
         gamma = xp.ones(x.shape[1], x.dtype) if weight is None else weight
         y = xp.empty(x.shape, x.dtype)
-        x_cf, y_cf = _channels_first(x), _channels_first(y)
-        ctx.training = training
         if training:
-            loops = _use_loops(xp, x_cf)
-            if loops:
-                mean, var = _train_forward_loops(x_cf, gamma, bias, eps, y_cf)
+            if ctx.rows:
+                mean, var, ctx.centred = _train_forward_rows(_rows(x), gamma, bias, eps, _rows(y))
             else:
-                mean, var = _train_forward_vectorized(xp, x_cf, gamma, bias, eps, y_cf)
+                mean, var = _train_forward_vectorized(xp, _channels_first(x), gamma, bias, eps,
+                                                      _channels_first(y))
             inv_std = 1.0 / xp.sqrt(var + eps)
             _update_running(running_mean, running_var, mean, var, momentum, x.size // x.shape[1])
-            ctx.loops = loops
-            ctx.save(x_cf, mean, gamma, inv_std)
+            ctx.save(x, mean, gamma, inv_std)
         else:
             inv_std = 1.0 / xp.sqrt(running_var + eps)
             scale = gamma * inv_std
             shift = -running_mean * scale if bias is None else bias - running_mean * scale
-            _affine(xp, x_cf, scale, shift, y_cf)
-            ctx.save(x_cf, gamma, inv_std, running_mean)
+            _affine(xp, x, scale, shift, y, ctx.rows)
+            ctx.save(x, gamma, inv_std, running_mean)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         xp = ctx.xp
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        dy_cf = _channels_first(gy)
+        if ctx.rows:
+            gy = xp.ascontiguousarray(gy)
         dx = xp.empty(gy.shape, gy.dtype) if need_x else None
-        dx_cf = None if dx is None else _channels_first(dx)
         if ctx.training:
-            x_cf, mean, gamma, inv_std = ctx.saved
-            if ctx.loops:
-                sums = _train_backward_loops(dy_cf, x_cf, mean, gamma, inv_std, dx_cf)
+            x, mean, gamma, inv_std = ctx.saved
+            if ctx.rows:
+                sum_dy, sum_dy_xc = _train_backward_rows(
+                    _rows(gy), _rows(x), mean, gamma, inv_std, None if dx is None else _rows(dx),
+                    ctx.centred)
             else:
-                sums = _train_backward_vectorized(xp, dy_cf, x_cf, mean, gamma, inv_std, dx_cf)
-            sum_dy, sum_dy_xc = sums
+                sum_dy, sum_dy_xc = _train_backward_vectorized(
+                    xp, _channels_first(gy), _channels_first(x), mean, gamma, inv_std,
+                    None if dx is None else _channels_first(dx))
             sum_dy_xhat = sum_dy_xc * inv_std
         else:
-            x_cf, gamma, inv_std, running_mean = ctx.saved
+            x, gamma, inv_std, running_mean = ctx.saved
             if need_x:
-                _affine(xp, dy_cf, gamma * inv_std, None, dx_cf)
-            sum_dy, sum_dy_xhat = _eval_backward_sums(xp, dy_cf, x_cf, running_mean, inv_std,
-                                                      need_weight)
+                _affine(xp, gy, gamma * inv_std, None, dx, ctx.rows)
+            sum_dy, sum_dy_xhat = _eval_backward_sums(xp, gy, x, running_mean, inv_std,
+                                                      need_weight, ctx.rows)
         dgamma = sum_dy_xhat.astype(gy.dtype) if need_weight else None
         dbeta = sum_dy.astype(gy.dtype) if need_bias else None
         return dx, dgamma, dbeta
