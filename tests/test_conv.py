@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import tinyhw
 from tinyhw.gradcheck import gradcheck
-from tinyhw.ops import conv as conv_module
+from tinyhw.ops import conv_shifted
 from tinyhw.ops import window
 from tinyhw.ops.conv import conv1d, conv2d
 from tests.strategies import arrays, conv1d_geometry, conv2d_geometry
@@ -30,7 +30,7 @@ def variant(images, per_offset):
     chunking = window.images_per_chunk if images is None else \
         (lambda n, bytes_per_image: min(n, images))
     with mock.patch.object(window, "images_per_chunk", chunking), \
-            mock.patch.object(conv_module, "_PER_OFFSET_MAX_CHANNELS", 10**9 if per_offset else 0):
+            mock.patch.object(conv_shifted, "_PER_OFFSET_MAX_CHANNELS", 10**9 if per_offset else 0):
         yield
 
 

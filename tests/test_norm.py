@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tinyhw
 from tinyhw.gradcheck import gradcheck
-from tinyhw.ops import norm
+from tinyhw.ops import norm, norm_rows
 from tinyhw.ops.norm import batch_norm
 from tests.strategies import arrays, batch_norm_shapes
 
@@ -27,10 +27,10 @@ def path(name):
     """Force the rows path with the one-pass variance where the data allow it ('rows'), the
     rows path with the centred two-pass form ('rows-centred'), or the vectorised path."""
     use_rows = (lambda xp, x: False) if name == "vectorized" else norm._use_rows
-    limit = -1.0 if name == "rows-centred" else norm._ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR
+    limit = -1.0 if name == "rows-centred" else norm_rows._ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR
     with mock.patch.object(norm, "_use_rows", use_rows), \
-            mock.patch.object(norm, "_ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR", limit), \
-            mock.patch.object(norm, "_CHUNK_BYTES", 64):  # several chunks even on tiny shapes
+            mock.patch.object(norm_rows, "_ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR", limit), \
+            mock.patch.object(norm_rows, "_CHUNK_BYTES", 64):  # several chunks on tiny shapes
         yield
 
 
