@@ -15,8 +15,9 @@ from tqdm import tqdm
 import tinyhw
 import tinyhw.functional as F
 from tinyhw import nn, optim
-from tinyhw.backend import normalize_device, to_device
+from tinyhw.backend import to_device
 from tinyhw.ops.highway import VARIANTS
+from train.runs import choose_device
 
 
 def two_spirals(n, noise, rng):
@@ -69,10 +70,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = normalize_device(args.device)
-    if device == "gpu" and not tinyhw.gpu_available():
-        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
-                         "CUDA device); use --device cpu or auto")
+    device = choose_device(args.device)
     tinyhw.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, y_train = two_spirals(1000, 0.02, rng)

@@ -20,10 +20,7 @@ lowest val top-1 error). A NaN or infinite loss stops the run and keeps the last
 The last line printed gives the final val errors.
 """
 import argparse
-import json
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +32,9 @@ import tinyhw.functional as F
 from data.images import BatchLoader, find_image_root, image_dataset
 from nets import ARCHS, build_image_net, count_parameters
 from tinyhw import optim, serialize
-from tinyhw.backend import keep_freed_memory, normalize_device, to_device
+from tinyhw.backend import keep_freed_memory, to_device
+from train.runs import (Diverged, append_metrics, choose_device, open_run_folder, resume,
+                        train_epochs)
 
 IMAGENET_ARCHS = ("resnet50", "highway50", "highway_full50")
 
@@ -81,10 +80,6 @@ def parse_args(argv=None):
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
     args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}")
     return args
-
-
-class Diverged(RuntimeError):
-    pass
 
 
 def learning_rate(args, progress):
@@ -220,8 +215,7 @@ class Trainer:
                   "val_top5_err": val["top5_err"], "seconds": seconds,
                   "images_per_s": images_per_s}
         self.history.append(record)
-        with open(a.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_metrics(a.out, record)
         print(f"epoch {self.epoch + 1:3d}  lr {record['lr']:.4f}  train loss "
               f"{record['train_loss']:.3f} err {100 * record['train_top1_err']:5.2f}%  val loss "
               f"{val['loss']:.3f} top-1 {100 * val['top1_err']:5.2f}% top-5 "
@@ -246,50 +240,32 @@ def load_data(args):
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
-    device = normalize_device(args.device)
-    if device == "gpu" and not tinyhw.gpu_available():
-        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
-                         "CUDA device); use --device cpu or auto")
+    device = choose_device(args.device)
     try:
         root, train_set, val_set = load_data(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "command.txt", "a") as f:
-        command = ["python", "-m", "train.image"] + list(sys.argv[1:] if argv is None else argv)
-        f.write(shlex.join(command) + "\n")
+    open_run_folder(args.out, "train.image", argv)
     try:
         trainer = Trainer(args, train_set, val_set, device)
     except ValueError as e:   # e.g. a --batch-size larger than the training split
         raise SystemExit(f"error: {e}") from None
     if args.resume:
-        if not (args.out / "last.npz").is_file():
-            raise SystemExit(f"--resume: no checkpoint at {args.out / 'last.npz'}")
-        trainer.load(args.out / "last.npz")
-        print(f"resumed from {args.out / 'last.npz'}: epoch {trainer.epoch + 1}, "
-              f"batch {trainer.batch}, step {trainer.step}")
+        resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
     print(f"{args.arch}{'' if args.bn else ' without BN'}: "
           f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
           f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}; "
           f"out {args.out}", flush=True)
-    try:
-        while trainer.epoch < args.epochs:
-            if not trainer.run_epoch():
-                trainer.save(args.out / "last.npz")
-                print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
-                break
-    except Diverged as e:
-        raise SystemExit(f"diverged: {e}") from None
+    train_epochs(trainer, args)
     return finish(trainer, args)
 
 
 def finish(trainer, args):
     """Score the final model on the val split and print the final errors last."""
     val = evaluate(trainer.model, trainer.val_loader, trainer.device)
-    with open(args.out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"final": True, "step": trainer.step, "epoch": trainer.epoch,
-                            "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
-                            "best_val_top1_err": trainer.best_top1}) + "\n")
+    append_metrics(args.out, {"final": True, "step": trainer.step, "epoch": trainer.epoch,
+                              "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
+                              "best_val_top1_err": trainer.best_top1})
     print(f"final val top-1 error {100 * val['top1_err']:.2f}%, top-5 error "
           f"{100 * val['top5_err']:.2f}% ({args.arch}{'' if args.bn else ', no BN'}, "
           f"{trainer.epoch} epochs)")

@@ -16,10 +16,7 @@ resumable state, written atomically every epoch and every --checkpoint-every ste
 best.npz (the best-validation model). The last line printed is the test perplexity.
 """
 import argparse
-import json
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +28,9 @@ import tinyhw.functional as F
 from data.ptb import Corpus, find_ptb_dir, num_windows, stream_batches
 from nets.char_lm import CONFIGS, build, count_parameters
 from tinyhw import optim, serialize
-from tinyhw.backend import keep_freed_memory, normalize_device, to_device
+from tinyhw.backend import keep_freed_memory, to_device
+from train.runs import (Diverged, append_metrics, choose_device, open_run_folder, resume,
+                        train_epochs)
 from tinyhw.ops.highway import VARIANTS
 
 
@@ -68,10 +67,6 @@ def parse_args(argv=None):
         p.error("--lr and --clip must be positive")
     args.out = Path(args.out or f"runs/lm_{args.config}_{args.variant}")
     return args
-
-
-class Diverged(RuntimeError):
-    pass
 
 
 def _device_ints(array, device):
@@ -174,8 +169,7 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train_ppl": train_ppl,
                   "val_ppl": val, "best_val_ppl": self.best_val, "seconds": log["seconds"],
                   "words_per_s": log["words_per_s"]}
-        with open(a.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_metrics(a.out, record)
         print(f"epoch {self.epoch + 1:2d}  lr {lr:.4g}  train ppl {train_ppl:8.2f}  "
               f"val ppl {val:8.2f}{'  (best)' if improved else ''}  "
               f"{log['words_per_s']:.0f} words/s", flush=True)
@@ -216,37 +210,21 @@ class Trainer:
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
-    device = normalize_device(args.device)
-    if device == "gpu" and not tinyhw.gpu_available():
-        raise SystemExit("error: --device gpu: no usable GPU (cupy-cuda12x not installed, or no "
-                         "CUDA device); use --device cpu or auto")
+    device = choose_device(args.device)
     try:
         corpus = Corpus(find_ptb_dir(args.data))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "command.txt", "a") as f:
-        f.write(shlex.join([sys.executable.split("/")[-1], "-m", "train.lm"] + (argv or sys.argv[1:]))
-                + "\n")
+    open_run_folder(args.out, "train.lm", argv)
     trainer = Trainer(args, corpus, device)
     if args.resume:
-        if not (args.out / "last.npz").is_file():
-            raise SystemExit(f"--resume: no checkpoint at {args.out / 'last.npz'}")
-        trainer.load(args.out / "last.npz")
-        print(f"resumed from {args.out / 'last.npz'}: epoch {trainer.epoch + 1}, "
-              f"window {trainer.window}, step {trainer.step}")
+        resume(trainer, args.out,
+               lambda t: f"epoch {t.epoch + 1}, window {t.window}, step {t.step}")
     v = corpus.vocab
     print(f"{args.config} char-LM, {args.variant} highway: {count_parameters(trainer.model):,} "
           f"parameters; {len(v.words)} words, {len(v.chars)} chars, max word length "
           f"{v.max_word_len}; device {device}; out {args.out}")
-    try:
-        while trainer.epoch < args.epochs:
-            if not trainer.run_epoch():
-                trainer.save(args.out / "last.npz")
-                print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
-                break
-    except Diverged as e:
-        raise SystemExit(f"diverged: {e}") from None
+    train_epochs(trainer, args)
     return finish(trainer, args, corpus, device)
 
 
@@ -256,9 +234,8 @@ def finish(trainer, args, corpus, device):
     if best.is_file():
         trainer.model.load_state_dict(serialize.load(best)[0])
     test = evaluate(trainer.model, corpus, "test", 1, args.seq_len, device)
-    with open(args.out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"final": True, "step": trainer.step, "best_val_ppl": trainer.best_val,
-                            "test_ppl": test}) + "\n")
+    append_metrics(args.out, {"final": True, "step": trainer.step,
+                              "best_val_ppl": trainer.best_val, "test_ppl": test})
     print(f"test perplexity {test:.2f}")
     return test
 
