@@ -13,9 +13,7 @@ cores torch needs), and the figure reported is the median of the per-round ratio
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -25,6 +23,7 @@ import tinyhw.functional as F  # noqa: E402
 from nets import ARCHS, count_parameters  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory, to_device  # noqa: E402
+from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
 
 try:
     import torch
@@ -142,13 +141,6 @@ def torch_step(arch, batch, size, device):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def _seconds(fn, pause):
-    time.sleep(pause)
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,19 +172,13 @@ def main():
         if theirs and n_theirs != n_ours:
             raise SystemExit(f"{arch}: the torch mirror has {n_theirs:,} parameters, ours "
                              f"{n_ours:,}: they are not the same net")
-        for warm in range(2):
-            ours()
-            if theirs:
-                theirs()
-        times, ref, ratios = [], [], []
-        for _ in range(args.rounds):
-            times.append(_seconds(ours, args.pause))
-            if theirs:
-                ref.append(_seconds(theirs, args.pause))
-                ratios.append(times[-1] / ref[-1])
-        ref_s = f"{statistics.median(ref):13.3f}" if ref else f"{'-':>13s}"
-        ratio = f"{statistics.median(ratios):11.2f}" if ratios else f"{'-':>11s}"
-        print(f"{arch:10s} {batch:5d} {n_ours:11,d} {statistics.median(times):12.3f} {ref_s} "
+        ours()   # one more warm-up step than run_case's: the first steps allocate the most
+        if theirs:
+            theirs()
+        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0)
+        ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
+        ratio = f"{r['ratio']:11.2f}" if theirs else f"{'-':>11s}"
+        print(f"{arch:10s} {batch:5d} {n_ours:11,d} {r['ours_ms'] / 1e3:12.3f} {ref_s} "
               f"{ratio}", flush=True)
 
 

@@ -11,9 +11,7 @@ see bench/ops.py) and the figure reported is the median per-round ratio.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -23,6 +21,7 @@ import tinyhw.functional as F  # noqa: E402
 from nets.char_lm import CONFIGS, build  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory  # noqa: E402
+from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
 
 try:
     import torch
@@ -96,13 +95,6 @@ def torch_step(config):
     return step
 
 
-def _seconds(fn, pause):
-    time.sleep(pause)
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,18 +113,10 @@ def main():
     for config in configs:
         ours = our_step(config)
         theirs = torch_step(config) if torch else None
-        ours()
-        if theirs:
-            theirs()
-        times, ref, ratios = [], [], []
-        for _ in range(args.rounds):
-            times.append(_seconds(ours, args.pause))
-            if theirs:
-                ref.append(_seconds(theirs, args.pause))
-                ratios.append(times[-1] / ref[-1])
-        ref_s = f"{statistics.median(ref):13.3f}" if ref else f"{'-':>13s}"
-        ratio = f"{statistics.median(ratios):11.2f}" if ratios else f"{'-':>11s}"
-        print(f"{config:8s} {statistics.median(times):12.3f} {ref_s} {ratio}", flush=True)
+        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0)
+        ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
+        ratio = f"{r['ratio']:11.2f}" if theirs else f"{'-':>11s}"
+        print(f"{config:8s} {r['ours_ms'] / 1e3:12.3f} {ref_s} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ import argparse
 import fnmatch
 import json
 import os
-import statistics
 import sys
-import time
 from functools import partial
 
 import numpy as np
@@ -35,6 +33,7 @@ from tinyhw.backend import keep_freed_memory  # noqa: E402
 from tinyhw.ops.conv import conv2d  # noqa: E402
 from tinyhw.ops.norm import batch_norm  # noqa: E402
 from tinyhw.ops.rnn import lstm  # noqa: E402
+from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
 
 try:
     import torch
@@ -148,36 +147,6 @@ CASES = {
                partial(case_batch_norm, x_shape=(128, 64, 8, 8))),
     "linear_ce": ("linear+cross_entropy 700x650->10000", case_linear_cross_entropy),
 }
-
-
-def _seconds(fn, pause, reps):
-    """Mean seconds per call over `reps` back-to-back calls, after `pause` seconds idle."""
-    time.sleep(pause)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - start) / reps
-
-
-def run_case(ours, theirs, rounds, pause, min_seconds=0.05):
-    """Alternate ours and theirs for `rounds` rounds; short ops repeat within a round
-    (`reps` calls, at least `min_seconds` in all) so thread wake-ups are amortised."""
-    first = _seconds(ours, 0, 1)  # warm-up: first calls allocate and page in memory
-    if theirs is not None:
-        theirs()
-    reps = max(1, round(min_seconds / first))
-    ours_times, torch_times, ratios = [], [], []
-    for _ in range(rounds):
-        ours_times.append(_seconds(ours, pause, reps))
-        if theirs is not None:
-            torch_times.append(_seconds(theirs, pause, reps))
-            ratios.append(ours_times[-1] / torch_times[-1])
-    return {
-        "ours_ms": 1e3 * statistics.median(ours_times),
-        "torch_ms": 1e3 * statistics.median(torch_times) if torch_times else None,
-        "ratio": statistics.median(ratios) if ratios else None,
-        "reps_per_round": reps,
-    }
 
 
 def main():
