@@ -20,7 +20,7 @@ from .blocks import BasicBlock, Bottleneck, ConvUnit, Stage, init_gate_bias, nor
 
 
 class ImageNetStem(nn.Module):
-    """conv7x7 stride 2 (3->64) -> BN -> ReLU -> max-pool 3x3 stride 2: (N,3,224,224) -> (N,64,56,56)."""
+    """conv7x7/2 (3->64) -> BN -> ReLU -> max-pool 3x3/2: (N, 3, 224, 224) -> (N, 64, 56, 56)."""
 
     def __init__(self, bn=True, channels=64):
         super().__init__()

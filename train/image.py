@@ -46,7 +46,8 @@ def preset_of(arch):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m train.image", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", choices=tuple(ARCHS), default="resnet20", help="net (default resnet20)")
+    p.add_argument("--arch", choices=tuple(ARCHS), default="resnet20",
+                   help="net (default resnet20)")
     p.add_argument("--data", default=None, help="image folder with train/ and val/ (default "
                    "$TINYHW_DATA/cifar10 for CIFAR nets, $TINYHW_DATA/imagenette-224-mini else)")
     p.add_argument("--no-bn", dest="bn", action="store_false",
@@ -55,11 +56,14 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
+    p.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="L2 weight decay (default 5e-4)")
     p.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
-                   help="cosine to zero, or step: x0.1 at 50%% and 75%% of the epochs (default cosine)")
+                   help="cosine to zero, or step: x0.1 at 50%% and 75%% of the epochs "
+                        "(default cosine)")
     p.add_argument("--warmup", type=float, default=0.0,
-                   help="epochs of linear warm-up from 0 to --lr (default 0; 1-2 helps nets without BN)")
+                   help="epochs of linear warm-up from 0 to --lr (default 0; 1-2 helps nets "
+                        "without BN)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many training steps in all (default: no limit)")
     p.add_argument("--workers", type=int, default=2, help="loader threads (default 2)")

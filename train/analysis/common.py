@@ -199,11 +199,6 @@ def has_shortcut(block):
     return block.kind != "plain"
 
 
-def skip_path(block, x):
-    """What is left of `block` when it is lesioned: its shortcut (see nets.blocks)."""
-    return block.shortcut(x)
-
-
 def shape_keeping(stage):
     """Indices of the blocks of a stage that keep its shape: all but a shape-changing first."""
     return [k for k, block in enumerate(stage) if not block.changes_shape]
@@ -216,7 +211,8 @@ def forward(net, x, orders=None, lesioned=()):
     h = net.stem(x)
     for s, stage in enumerate(net.stages):
         for k in (orders[s] if orders is not None else range(len(stage))):
-            h = skip_path(stage[k], h) if (s, k) in lesioned else stage[k](h)
+            lesion = (s, k) in lesioned            # a lesioned block keeps only its shortcut
+            h = stage[k].shortcut(h) if lesion else stage[k](h)
     return net.head(h)
 
 
