@@ -20,7 +20,7 @@ from nets.char_lm import build as build_lm
 from data.ptb import Corpus
 from tinyhw import serialize
 from train import analyze, image
-from train.analysis import common, estimation, gates, iterative, lesion, shuffle
+from train.analysis import common, estimation, gates, iterative, lesion, lm_layers, shuffle
 from train.analysis.common import AnalysisError
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -243,8 +243,9 @@ def test_gates_of_a_c_only_char_lm(tmp_path):
     (layer,) = result["blocks"]
     # Kim et al.'s +2 offset on the carry gate, weights uniform in +-0.05: C ~ sigmoid(2).
     assert layer["mean"] == pytest.approx(1 / (1 + math.exp(-2)), abs=0.03)
-    with pytest.raises(SystemExit, match="estimation-error needs an image net"):
-        analyze.main(["estimation-error", "--checkpoint", str(path), "--data", str(folder)])
+    with pytest.raises(SystemExit, match="--baseline: only for image nets"):
+        analyze.main(["lesion", "--checkpoint", str(path), "--data", str(folder),
+                      "--baseline", str(path)])
 
 
 # ---- iterative inference -------------------------------------------------------------------------
@@ -364,3 +365,78 @@ def test_help_documents_every_analysis(capsys):
     with pytest.raises(SystemExit):
         analyze.main(["shuffle", "--help"])
     assert "--orders" in capsys.readouterr().out
+
+
+# ---- the char-LM's highway stack ---------------------------------------------------------------
+@pytest.fixture
+def lm_checkpoint(tmp_path):
+    """A tiny char-LM whose `residual` variant has 2 highway layers (a stack to reorder)."""
+    folder = _write_corpus(tmp_path / "ptb")
+    v = Corpus(folder).vocab
+    tinyhw.manual_seed(0)
+    model = build_lm("tiny", "residual", len(v.words), len(v.chars), v.max_word_len,
+                     init_scale=0.3)
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "residual",
+                                                   "val_ppl": 1.0})
+    return path, folder
+
+
+def _lm(analysis, path, folder, out, *extra):
+    analyze.main([analysis, "--checkpoint", str(path), "--data", str(folder), "--device", "cpu",
+                  "--out", str(out), *extra])
+    return json.loads((out / f"{analysis.replace('-', '_')}.json").read_text())
+
+
+def test_lm_layers_estimation_error_and_lesion(lm_checkpoint, tmp_path):
+    path, folder = lm_checkpoint
+    ee = _lm("estimation-error", path, folder, tmp_path / "o")
+    assert [l["name"] for l in ee["layers"]] == ["highway1", "highway2"]
+    last = ee["layers"][-1]
+    assert last["mean"] == last["std"] == last["mean_abs"] == 0.0   # A is the last output
+    assert ee["layers"][0]["std"] > 0
+    les = _lm("lesion", path, folder, tmp_path / "o")
+    assert les["none_lesioned_ppl"] == les["intact_ppl"]
+    assert all(math.isfinite(l["ppl"]) and l["ppl"] != les["intact_ppl"] for l in les["layers"])
+    assert les["command"].startswith("python -m train.analyze lesion --checkpoint ")
+
+
+def test_lm_layers_shuffle_keeps_the_trained_order_first(lm_checkpoint, tmp_path):
+    path, folder = lm_checkpoint
+    sh = _lm("shuffle", path, folder, tmp_path / "o")
+    les = _lm("lesion", path, folder, tmp_path / "o")
+    assert [o["order"] for o in sh["orders"]] == [[1, 2], [2, 1]]
+    assert sh["orders"][0]["ppl"] == les["intact_ppl"]
+    assert sh["orders"][1]["ppl"] != les["intact_ppl"]
+
+
+def test_lm_layers_iterative_ratio_matches_a_direct_computation(lm_checkpoint, tmp_path):
+    path, folder = lm_checkpoint
+    it = _lm("iterative", path, folder, tmp_path / "o", "--limit", "200")
+    corpus = Corpus(folder)
+    state, meta = serialize.load(path)
+    setup = common.Setup(name="iterative", family="lm",
+                         model=common.build_lm_model(state, meta, path, corpus).eval(),
+                         device="cpu", checkpoint=path, meta=meta, out_dir=tmp_path,
+                         data_root=folder, corpus=corpus)
+    ratios = []
+    with tinyhw.no_grad():
+        for inputs, _ in lm_layers._windows(setup, 200):
+            h = lm_layers._features(setup, inputs).data
+            f = setup.model.highways[0](tinyhw.Tensor(h)).data - h    # residual: relu(H h)
+            ratios.append(np.linalg.norm(f, axis=1) / np.linalg.norm(h, axis=1))
+    first = it["layers"][0]
+    assert first["norm_ratio"]["mean"] == pytest.approx(np.concatenate(ratios).mean(), rel=1e-6)
+    assert first["cosine"]["count"] == np.concatenate(ratios).size
+    assert all(-1 <= l["cosine"]["mean"] <= 1 for l in it["layers"])
+
+
+def test_lm_with_one_highway_layer_cannot_be_shuffled(tmp_path):
+    folder = _write_corpus(tmp_path / "ptb")
+    v = Corpus(folder).vocab
+    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
+                                                   "val_ppl": 1.0})
+    with pytest.raises(SystemExit, match="shuffle needs at least 2"):
+        _lm("shuffle", path, folder, tmp_path / "o")

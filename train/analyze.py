@@ -21,6 +21,9 @@ Analyses:
   iterative         cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per block, F(h) = block(h) - shortcut(h)
 
 --checkpoint takes either file of a run: best.npz (model only) or last.npz (training state).
+A char-LM checkpoint (train.lm) works too: its highway stack is the one stage it has, and
+estimation-error, lesion (valid perplexity), shuffle and iterative run over its layers
+(train/analysis/lm_layers.py); gates groups its gates by word frequency.
 Files go to the checkpoint's folder under analysis/ unless --out is given; the last line printed
 says where, and whether the figure was skipped because matplotlib is missing.
 """

@@ -17,6 +17,7 @@ import tinyhw
 from tinyhw.backend import to_device
 
 from .common import Timer, block_names, report, setup as make_setup
+from . import lm_layers
 from .plots import stage_axes
 
 NAME = "estimation_error"
@@ -135,6 +136,8 @@ def plot(result, plt):
 
 
 def run(args):
-    setup = make_setup(args, NAME, families=("image",))
+    setup = make_setup(args, NAME, families=("image", "lm"))
+    if setup.family == "lm":   # the char-LM's highway stack (see lm_layers)
+        return lm_layers.report_lm(setup, NAME, args.limit)
     result = compute(setup)
     return report(setup, result, rows(result), table(result), plot)

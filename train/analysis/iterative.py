@@ -23,6 +23,7 @@ from tinyhw.backend import to_device
 
 from .common import (AnalysisError, Timer, block_names, has_shortcut, report,
                      setup as make_setup)
+from . import lm_layers
 from .plots import stage_axes
 
 NAME = "iterative"
@@ -163,6 +164,8 @@ def plot(result, plt):
 
 
 def run(args):
-    setup = make_setup(args, NAME, families=("image",))
+    setup = make_setup(args, NAME, families=("image", "lm"))
+    if setup.family == "lm":   # the char-LM's highway stack (see lm_layers)
+        return lm_layers.report_lm(setup, NAME, args.limit)
     result = compute(setup)
     return report(setup, result, rows(result), table(result), plot)

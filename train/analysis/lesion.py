@@ -13,6 +13,7 @@ the block-by-block runner (equal by construction), and the error with each block
 --baseline, the same for a second net (e.g. plain20 beside resnet20).
 """
 from .common import (AnalysisError, Timer, block_names, report, score, setup as make_setup, shape_keeping)
+from . import lm_layers
 from .plots import stage_axes
 
 NAME = "lesion"
@@ -107,7 +108,11 @@ def plot(result, plt):
 
 
 def run(args):
-    setup = make_setup(args, NAME, families=("image",))
+    setup = make_setup(args, NAME, families=("image", "lm"))
+    if setup.family == "lm":
+        if args.baseline:
+            raise AnalysisError("--baseline: only for image nets (a char-LM's lesion needs none)")
+        return lm_layers.report_lm(setup, NAME, args.limit)
     baseline = None
     if args.baseline:
         base_args = type(args)(**{**vars(args), "checkpoint": args.baseline})

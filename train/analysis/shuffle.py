@@ -19,6 +19,7 @@ import numpy as np
 
 from .common import (AnalysisError, Timer, block_names, report, score, setup as make_setup,
                      shape_keeping)
+from . import lm_layers
 from .plots import stage_axes
 
 NAME = "shuffle"
@@ -156,6 +157,8 @@ def plot(result, plt):
 
 
 def run(args):
-    setup = make_setup(args, NAME, families=("image",))
+    setup = make_setup(args, NAME, families=("image", "lm"))
+    if setup.family == "lm":   # the char-LM's highway stack (see lm_layers)
+        return lm_layers.report_lm(setup, NAME, args.limit)
     result = compute(setup, args.orders, args.max_swaps, args.seed)
     return report(setup, result, rows(result), table(result), plot)
