@@ -77,10 +77,12 @@ class CharLM(nn.Module):
         self.dropout = c["dropout"]
         self.decoder = nn.Linear(c["hidden"], word_vocab)
 
-    def forward(self, chars, state=None):
+    def forward(self, chars, state=None, highways=None):
+        """`highways`, a sequence of callables, replaces the highway stack: the analyses
+        reorder its layers or replace one by the identity."""
         steps, batch, length = chars.shape
         y = self.cnn(chars.reshape(steps * batch, length))
-        for layer in self.highways:
+        for layer in self.highways if highways is None else highways:
             y = layer(y)
         out, state = self.lstm(y.reshape(steps, batch, -1), state)
         out = dropout(out, self.dropout, self.training)

@@ -77,13 +77,14 @@ def _detach(state):
     return tuple(s.detach() for s in state)
 
 
-def evaluate(model, corpus, split, batch_size, seq_len, device):
-    """Perplexity exp(mean NLL) over every predicted token of `split`, state carried."""
+def evaluate(model, corpus, split, batch_size, seq_len, device, limit=None, highways=None):
+    """Perplexity exp(mean NLL) over every predicted token of `split` (its first `limit`
+    words), state carried; `highways` replaces the model's highway stack (see CharLM)."""
     model.eval()
     total, count, state = 0.0, 0, None
     with tinyhw.no_grad():
-        for inputs, targets in stream_batches(corpus.ids[split], batch_size, seq_len):
-            logits, state = model(_device_ints(corpus.chars(inputs), device), state)
+        for inputs, targets in stream_batches(corpus.ids[split][:limit], batch_size, seq_len):
+            logits, state = model(_device_ints(corpus.chars(inputs), device), state, highways)
             nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), device), "sum")
             total += nll.item()
             count += targets.size

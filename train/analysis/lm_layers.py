@@ -20,17 +20,23 @@ import tinyhw
 import tinyhw.functional as F
 from data.ptb import stream_batches
 from tinyhw.backend import to_device
+from train.lm import evaluate
 
 from .common import AnalysisError, Timer, report
 
 BATCH, SEQ_LEN = 20, 35
 
 
-def _windows(setup, limit):
+def _valid_ids(setup, limit):
+    """The first `limit` words of the valid split: enough for BATCH streams, or a clear error."""
     ids = setup.corpus.ids["valid"][:limit]
     if (len(ids) - 1) // BATCH < 1:
         raise AnalysisError(f"--limit {limit}: too few valid words for {BATCH} streams")
-    return stream_batches(ids, BATCH, SEQ_LEN)
+    return ids
+
+
+def _windows(setup, limit):
+    return stream_batches(_valid_ids(setup, limit), BATCH, SEQ_LEN)
 
 
 def _features(setup, inputs):
@@ -45,21 +51,14 @@ def _logits(model, y, steps, state):
 
 
 def perplexity(setup, limit, order=None, lesioned=()):
-    """Valid perplexity with the highway layers applied in `order` (default: as trained),
-    layers in `lesioned` replaced by the identity."""
-    model, layers = setup.model, setup.model.highways
+    """Valid perplexity (train.lm's evaluation) with the highway layers applied in `order`
+    (default: as trained), layers in `lesioned` replaced by the identity."""
+    layers = setup.model.highways
     order = range(len(layers)) if order is None else order
-    total, count, state = 0.0, 0, None
-    with tinyhw.no_grad():
-        for inputs, targets in _windows(setup, limit):
-            y = _features(setup, inputs)
-            for k in order:
-                y = y if k in lesioned else layers[k](y)
-            logits, state = _logits(model, y, inputs.shape[0], state)
-            target = tinyhw.Tensor(to_device(targets.reshape(-1), setup.device))
-            total += F.cross_entropy(logits, target, "sum").item()
-            count += targets.size
-    return math.exp(total / count)
+    stack = [(lambda y: y) if k in lesioned else layers[k] for k in order]
+    _valid_ids(setup, limit)
+    return evaluate(setup.model, setup.corpus, "valid", BATCH, SEQ_LEN, setup.device,
+                    limit=limit, highways=stack)
 
 
 def _require_layers(setup, name, at_least):
