@@ -33,8 +33,8 @@ from data.images import BatchLoader, find_image_root, image_dataset
 from nets import ARCHS, build_image_net, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
-from train.runs import (Diverged, append_metrics, choose_device, open_run_folder, resume,
-                        train_epochs)
+from train.runs import (Diverged, append_metrics, choose_device, open_run_folder,
+                        require_at_least_one, resume, train_epochs)
 
 IMAGENET_ARCHS = ("resnet50", "highway50", "highway_full50")
 
@@ -75,11 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=200,
                    help="also checkpoint every N training steps (default 200; 0: epoch ends only)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "workers"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.max_steps is not None and args.max_steps < 1:
-        p.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps"))
     if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
     args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}")

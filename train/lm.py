@@ -29,8 +29,8 @@ from data.ptb import Corpus, find_ptb_dir, num_windows, stream_batches
 from nets.char_lm import CONFIGS, build, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
-from train.runs import (Diverged, append_metrics, choose_device, open_run_folder, resume,
-                        train_epochs)
+from train.runs import (Diverged, append_metrics, choose_device, open_run_folder,
+                        require_at_least_one, resume, train_epochs)
 from tinyhw.ops.highway import VARIANTS
 
 
@@ -58,11 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=500,
                    help="also checkpoint every N training steps (default 500; 0: epoch ends only)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "seq_len"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.max_steps is not None and args.max_steps < 1:
-        p.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    require_at_least_one(p, args, ("epochs", "batch_size", "seq_len", "max_steps"))
     if args.lr <= 0 or args.clip <= 0:
         p.error("--lr and --clip must be positive")
     args.out = Path(args.out or f"runs/lm_{args.config}_{args.variant}")

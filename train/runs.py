@@ -12,6 +12,15 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def require_at_least_one(parser, args, names):
+    """parser.error for the first of the flags `names` (attribute names) set below 1; a flag
+    left at None (e.g. --max-steps without a limit) is fine."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def choose_device(name):
     """'auto' | 'cpu' | 'gpu' -> 'cpu' or 'gpu'; a clear exit when the GPU asked for is missing."""
     device = normalize_device(name)

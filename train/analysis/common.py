@@ -21,7 +21,8 @@ import tinyhw.functional as F
 from data.images import BatchLoader, find_image_root, image_dataset
 from nets import build_image_net
 from tinyhw import serialize
-from tinyhw.backend import normalize_device, to_device
+from tinyhw.backend import to_device
+from train.runs import choose_device
 
 
 class AnalysisError(ValueError):
@@ -128,14 +129,6 @@ class Setup:
             yield tinyhw.Tensor(to_device(x, self.device)), y
 
 
-def pick_device(name):
-    device = normalize_device(name)
-    if device == "gpu" and not tinyhw.gpu_available():
-        raise AnalysisError("--device gpu: no usable GPU (cupy-cuda12x not installed, or no CUDA "
-                            "device); use --device cpu or auto")
-    return device
-
-
 def setup(args, name, families=("image",)):
     """Load --checkpoint and --data for analysis `name`, which supports the net `families`."""
     family, state, meta = read_checkpoint(args.checkpoint)
@@ -143,7 +136,7 @@ def setup(args, name, families=("image",)):
         what = {"image": "an image net (train.image)", "lm": "a char-LM (train.lm)"}
         raise AnalysisError(f"{name.replace('_', '-')} needs {' or '.join(what[f] for f in families)}; "
                             f"--checkpoint {args.checkpoint} holds {what[family]}")
-    device = pick_device(args.device)
+    device = choose_device(args.device)   # exits with the entry points' message
     checkpoint = Path(args.checkpoint)
     out_dir = Path(args.out) if args.out else checkpoint.parent / "analysis"
     common = dict(name=name, family=family, device=device, checkpoint=checkpoint, meta=meta,
