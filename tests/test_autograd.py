@@ -186,6 +186,58 @@ def test_default_dtype_and_python_scalars():
     assert Tensor(np.zeros(2, np.float64)).dtype == np.float64
 
 
+@pytest.mark.parametrize("make", [
+    lambda: tinyhw.tensor([1, 2], requires_grad=True),
+    lambda: Tensor(np.array([True, False]), requires_grad=True),
+    lambda: tinyhw.nn.Parameter(np.zeros(3, np.int64)),
+    lambda: tinyhw.tensor([1, 2]).requires_grad_(),
+], ids=["int", "bool", "int-parameter", "requires_grad_"])
+def test_only_float_tensors_can_require_grad(make):
+    with pytest.raises(TypeError, match=r"requires_grad=True needs floating-point data .* "
+                                        r"got dtype (int64|bool)"):
+        make()
+
+
+def test_assigning_requires_grad_is_checked_too():
+    t = tinyhw.tensor([1, 2])
+    with pytest.raises(TypeError, match="got dtype int64"):
+        t.requires_grad = True
+    assert not t.requires_grad
+    t.requires_grad = False                       # always allowed
+    f = tinyhw.tensor([1.0])
+    f.requires_grad = True
+    assert f.requires_grad
+
+
+@pytest.mark.parametrize("data, what", [
+    (["a", "b"], r"<U1 \(strings\)"),
+    (np.array([b"x"]), r"\|S1 \(bytes\)"),
+    (np.array([1, None], dtype=object), r"object \(Python objects\)"),
+    (None, r"object \(Python objects\)"),
+    (np.zeros(2, np.complex64), r"complex64 \(complex\)"),
+    (np.array(["2020-01-01"], dtype="datetime64[D]"), r"datetime64\[D\] \(datetimes\)"),
+    (np.zeros(2, dtype=[("a", "f4")]), r".* \(records\)"),
+])
+def test_data_the_engine_cannot_compute_on_is_refused(data, what):
+    with pytest.raises(TypeError, match=f"^Tensor: data of dtype {what} is not supported"):
+        tinyhw.tensor(data)
+
+
+def test_ragged_lists_are_refused_clearly():
+    with pytest.raises(TypeError, match="data of type list is not a numeric array"):
+        tinyhw.tensor([[1.0, 2.0], [3.0]])
+
+
+def test_integer_and_bool_tensors_without_grad_still_work():
+    labels = tinyhw.tensor([0, 2, 1])
+    mask = Tensor(np.array([True, False, True]))
+    assert labels.dtype == np.int64 and mask.dtype == np.bool_
+    assert not labels.requires_grad and not mask.requires_grad
+    logits = leaf([[0.1, 0.2, 0.3], [1.0, 0.0, 0.5], [0.3, 0.3, 0.1]])
+    F.cross_entropy(logits, labels).backward()      # integer labels beside a float leaf
+    assert logits.grad.shape == (3, 3)
+
+
 def test_mixed_float_dtypes_are_rejected():
     with pytest.raises(TypeError, match="float32 differs"):
         Tensor(np.ones(2)) + Tensor(np.ones(2, np.float32))

@@ -20,19 +20,46 @@ from .backend import (DEFAULT_DTYPE, device_of, get_array_module, is_cupy_array,
                       normalize_device, to_device)
 
 
+# What the ops compute on: floats, integers (labels, indices) and bools (masks). Complex numbers
+# would need conjugated gradients that no op implements; strings, objects, dates and records
+# have no arithmetic at all, and would fail deep inside some op instead of here.
+DATA_KINDS = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "bool"}
+UNSUPPORTED_KINDS = {"c": "complex", "U": "strings", "S": "bytes", "O": "Python objects",
+                     "V": "records", "M": "datetimes", "m": "timedeltas"}
+
+
 def _as_array(data, dtype=None):
     if isinstance(data, np.generic):  # a NumPy scalar (e.g. from .sum()) keeps its dtype
         data = np.asarray(data)
     if isinstance(data, np.ndarray) or is_cupy_array(data):
-        return data if dtype is None else data.astype(dtype, copy=False)
-    array = np.asarray(data, dtype=dtype)
-    if dtype is None and array.dtype == np.float64:
-        array = array.astype(DEFAULT_DTYPE)  # Python floats become the default dtype, as torch
+        array = data if dtype is None else data.astype(dtype, copy=False)
+    else:
+        try:
+            array = np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError) as e:   # ragged lists, unparsable strings, bad dtypes
+            raise TypeError(f"Tensor: data of type {type(data).__name__} is not a numeric "
+                            f"array ({e})") from None
+        if dtype is None and array.dtype == np.float64:
+            array = array.astype(DEFAULT_DTYPE)  # Python floats become the default dtype, as torch
+    if array.dtype.kind not in DATA_KINDS:
+        what = UNSUPPORTED_KINDS.get(array.dtype.kind, "unsupported")
+        raise TypeError(f"Tensor: data of dtype {array.dtype} ({what}) is not supported: "
+                        "expected a float, integer or bool array")
     return array
 
 
+def _check_requires_grad(flag, dtype):
+    """Only float tensors can require gradients: a gradient is a small change of the values, and
+    integers and bools have none (torch refuses them the same way)."""
+    if flag and dtype.kind != "f":
+        raise TypeError(f"Tensor: requires_grad=True needs floating-point data (float16, float32 "
+                        f"or float64), got dtype {dtype}; convert the data with "
+                        ".astype(np.float32) first")
+    return bool(flag)
+
+
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_node", "_index", "__weakref__")
     __array_priority__ = 1000  # so `ndarray + Tensor` calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -40,11 +67,19 @@ class Tensor:
             raise TypeError("Tensor(data): data is already a Tensor; use .detach() or .data")
         self.data = _as_array(data, dtype)
         self.grad = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = _check_requires_grad(requires_grad, self.data.dtype)
         self._node = None   # the autograd Node that produced this tensor (None for leaves)
         self._index = 0     # which output of that node this tensor is
 
     # ---- basic properties -------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):  # checked on assignment too: `t.requires_grad = True`
+        self._requires_grad = _check_requires_grad(flag, self.data.dtype)
+
     @property
     def shape(self):
         return self.data.shape
@@ -100,7 +135,7 @@ class Tensor:
     def requires_grad_(self, flag=True):
         if self._node is not None and not flag:
             raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use .detach()")
-        self.requires_grad = bool(flag)
+        self.requires_grad = flag
         return self
 
     # ---- conversion -------------------------------------------------------
