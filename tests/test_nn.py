@@ -350,6 +350,53 @@ def test_dropout_train_and_eval():
         nn.Dropout(1.5)
 
 
+# ---- constructor arguments ------------------------------------------------------------
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.Linear(0, 2), r"Linear: in_features: must be positive, got 0"),
+    (lambda: nn.Linear(3, -1), r"Linear: out_features: must be positive, got -1"),
+    (lambda: nn.Conv2d(0, 4, 3), r"Conv2d: in_channels: must be positive, got 0"),
+    (lambda: nn.Conv2d(3, 4, 0), r"Conv2d: kernel_size: must be positive, got 0"),
+    (lambda: nn.Conv2d(3, 4, (3, -1)), r"Conv2d: kernel_size: must be positive, got -1"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=0), r"Conv2d: stride: must be positive, got 0"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=-1), r"Conv2d: padding: must be >= 0, got -1"),
+    (lambda: nn.Conv1d(3, 0, 3), r"Conv1d: out_channels: must be positive, got 0"),
+    (lambda: nn.Conv1d(3, 4, 0), r"Conv1d: kernel_size: must be positive, got 0"),
+    (lambda: nn.BatchNorm2d(0), r"BatchNorm2d: num_features: must be positive, got 0"),
+    (lambda: nn.BatchNorm1d(4, eps=0), r"BatchNorm1d: eps must be a positive number, got 0"),
+    (lambda: nn.Embedding(0, 4), r"Embedding: num_embeddings: must be positive, got 0"),
+    (lambda: nn.Embedding(10, -3), r"Embedding: embedding_dim: must be positive, got -3"),
+    (lambda: nn.LSTM(4, 0), r"LSTM: hidden_size: must be positive, got 0"),
+    (lambda: nn.LSTM(4, 8, num_layers=0), r"LSTM: num_layers: must be positive, got 0"),
+    (lambda: nn.Highway(0), r"Highway: dim: must be positive, got 0"),
+])
+def test_non_positive_sizes_are_refused(make, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.Linear(2.5, 3), r"Linear: in_features: expected an int, got 2.5 \(float\)"),
+    (lambda: nn.Linear("4", 3), r"Linear: in_features: expected an int, got '4' \(str\)"),
+    (lambda: nn.Linear(True, 3), r"Linear: in_features: expected an int, got True \(bool\)"),
+    (lambda: nn.Conv2d(3.0, 4, 3), r"Conv2d: in_channels: expected an int, got 3.0"),
+    (lambda: nn.BatchNorm1d(None), r"BatchNorm1d: num_features: expected an int, got None"),
+    (lambda: nn.Embedding(10, 4, padding_idx=1.5), r"Embedding: padding_idx: expected an int"),
+    (lambda: nn.LSTM(4.0, 8), r"LSTM: input_size: expected an int, got 4.0"),
+    (lambda: nn.Highway(8.0), r"Highway: dim: expected an int, got 8.0"),
+])
+def test_non_integer_sizes_are_refused(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_numpy_integer_sizes_are_accepted():
+    n = np.int64(4)
+    layers = [nn.Linear(n, n), nn.Conv2d(n, n, np.int32(3)), nn.Conv1d(n, n, np.int64(2)),
+              nn.BatchNorm2d(n), nn.Embedding(n, n), nn.LSTM(n, n), nn.Highway(n)]
+    assert all(type(v) is int for m in layers for v in vars(m).values()
+               if isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+
+
 # ---- Highway ---------------------------------------------------------------------
 FORMULAS = {
     "plain": lambda h, x, t, c: h,

@@ -66,6 +66,17 @@ def check_same(reference_name, reference, **others):
                             f"{reference.dtype}; convert with .astype()")
 
 
+def check_size(value, name, minimum=1):
+    """A layer size (features, channels, kernel side...): an int >= `minimum`, returned as a
+    Python int. Floats are refused rather than truncated: Linear(2.5, 3) is a mistake."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        what = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name}: must be {what}, got {value}")
+    return int(value)
+
+
 def pair(value, name):
     """An int or a pair of ints -> a pair of ints (torch's `_pair`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

@@ -1,14 +1,17 @@
 """Convolution layers: `Conv1d` (N, C, L) and `Conv2d` (N, C, H, W), torch's layout and init."""
-from ..checks import pair
+import numpy as np
+
+from ..checks import check_size, pair
 from ..ops.conv import conv1d, conv2d
 from .linear import empty_parameter, reset_weight_and_bias
 from .module import Module
 
 
-def _positive(value, name, owner):
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be positive, got {value}")
-    return value
+def _at_least(values, minimum, name):
+    """Check each entry of the tuple `values` (a kernel size, stride or padding)."""
+    for v in values:
+        check_size(v, name, minimum)
+    return values
 
 
 class _ConvNd(Module):
@@ -17,11 +20,11 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias):
         super().__init__()
         owner = type(self).__name__
-        self.in_channels = _positive(int(in_channels), "in_channels", owner)
-        self.out_channels = _positive(int(out_channels), "out_channels", owner)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
+        self.in_channels = check_size(in_channels, f"{owner}: in_channels")
+        self.out_channels = check_size(out_channels, f"{owner}: out_channels")
+        self.kernel_size = _at_least(kernel_size, 1, f"{owner}: kernel_size")
+        self.stride = _at_least(stride, 1, f"{owner}: stride")
+        self.padding = _at_least(padding, 0, f"{owner}: padding")
         self.weight = empty_parameter(self.out_channels, self.in_channels, *kernel_size)
         self.register_parameter("bias", empty_parameter(self.out_channels) if bias else None)
         self.reset_parameters()
@@ -59,9 +62,9 @@ def _single(value, name):
         if len(value) != 1:
             raise TypeError(f"{name}: expected an int or a 1-tuple, got {value!r}")
         value = value[0]
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise TypeError(f"{name}: expected an int, got {value!r}")
-    return (value,)
+    return (int(value),)
 
 
 class Conv1d(_ConvNd):

@@ -1,5 +1,6 @@
 """`Embedding`: a lookup table of word (or character) vectors."""
 from .. import init
+from ..checks import check_size
 from ..ops.embedding import embedding
 from .linear import empty_parameter
 from .module import Module
@@ -15,16 +16,16 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
         super().__init__()
-        if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(f"Embedding: num_embeddings and embedding_dim must be positive, "
-                             f"got {num_embeddings} and {embedding_dim}")
+        num_embeddings = check_size(num_embeddings, "Embedding: num_embeddings")
+        embedding_dim = check_size(embedding_dim, "Embedding: embedding_dim")
         if padding_idx is not None:
+            check_size(padding_idx, "Embedding: padding_idx", minimum=-num_embeddings)
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for "
                                  f"{num_embeddings} embeddings")
             padding_idx = padding_idx % num_embeddings  # torch stores it non-negative
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
         self.weight = empty_parameter(self.num_embeddings, self.embedding_dim)
         self.reset_parameters()

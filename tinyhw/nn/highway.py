@@ -21,6 +21,7 @@ from the carry gate's), on top of the learned bias: Kim et al.'s code adds its -
 (nn.AddConstant), so that re-initialising every parameter uniformly keeps the offset.
 """
 from .. import init
+from ..checks import check_size
 from ..ops.activation import relu, sigmoid
 from ..ops.highway import VARIANTS, highway
 from .linear import Linear
@@ -41,16 +42,16 @@ class Highway(Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"Highway: variant must be one of {VARIANTS}, got {variant!r}")
-        self.dim = int(dim)
+        self.dim = check_size(dim, "Highway: dim")
         self.variant = variant
         self.gate_bias = float(gate_bias)
         self.gate_offset = float(gate_offset)
-        self.H = Linear(dim, dim)
+        self.H = Linear(self.dim, self.dim)
         if variant in _USES_T:
-            self.T = Linear(dim, dim)
+            self.T = Linear(self.dim, self.dim)
             init.constant_(self.T.bias, self.gate_bias)
         if variant in _USES_C:
-            self.C = Linear(dim, dim)
+            self.C = Linear(self.dim, self.dim)
             init.constant_(self.C.bias, -self.gate_bias)  # carry mostly at init (see module doc)
 
     def gates(self, x):

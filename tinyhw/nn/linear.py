@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import init
 from ..backend import DEFAULT_DTYPE
+from ..checks import check_size
 from ..ops.linalg import linear
 from ..ops.shape import flatten
 from .module import Module
@@ -34,8 +35,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = check_size(in_features, "Linear: in_features")
+        self.out_features = check_size(out_features, "Linear: out_features")
         self.weight = empty_parameter(self.out_features, self.in_features)
         self.register_parameter("bias", empty_parameter(self.out_features) if bias else None)
         self.reset_parameters()

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import init
 from ..backend import DEFAULT_DTYPE
-from ..checks import as_tensor
+from ..checks import as_tensor, check_size
 from ..ops.norm import batch_norm
 from ..tensor import Tensor
 from .linear import empty_parameter
@@ -23,13 +23,14 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
-        if num_features <= 0:
-            raise ValueError(f"{type(self).__name__}: num_features must be positive, "
-                             f"got {num_features}")
+        owner = type(self).__name__
+        num_features = check_size(num_features, f"{owner}: num_features")
+        if not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+            raise ValueError(f"{owner}: eps must be a positive number, got {eps!r}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, "
                              f"got {momentum}")
-        self.num_features = int(num_features)
+        self.num_features = num_features
         self.eps = float(eps)
         self.momentum = momentum
         self.affine = bool(affine)

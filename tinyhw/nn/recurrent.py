@@ -9,9 +9,11 @@ backward through time live in `tinyhw.ops.rnn.lstm`; this module owns the weight
 """
 import math
 
+import numpy as np
+
 from .. import init
 from ..backend import get_array_module
-from ..checks import as_tensor
+from ..checks import as_tensor, check_size
 from ..ops.dropout import dropout
 from ..ops.rnn import lstm
 from ..ops.shape import stack
@@ -41,14 +43,11 @@ class LSTM(Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, dropout=0.0):
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
-            raise ValueError(f"LSTM: input_size, hidden_size and num_layers must be positive, "
-                             f"got {input_size}, {hidden_size}, {num_layers}")
-        if not 0.0 <= dropout <= 1.0:
+        self.input_size = check_size(input_size, "LSTM: input_size")
+        self.hidden_size = check_size(hidden_size, "LSTM: hidden_size")
+        self.num_layers = check_size(num_layers, "LSTM: num_layers")
+        if not isinstance(dropout, (int, float, np.floating)) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"LSTM: dropout must be in [0, 1], got {dropout}")
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
         self.bias = bool(bias)
         self.dropout = float(dropout)
         H = self.hidden_size
