@@ -17,6 +17,11 @@ Two presets (transforms in `data.transforms`):
   transforms (random resized crop 224 + flip, or resize 256 + centre crop 224).
 `auto` picks `cifar` when the first image is at most 64 pixels on each side.
 
+Bad files are found when the dataset is built, not in the middle of training: the cifar preset
+decodes every file then, the imagenet preset reads each file's header and end marker. They
+raise BadImageError naming the file, or with `skip_bad=True` are left out and counted.
+`limit=N` keeps N files of the split, evenly spaced so that every class appears (smoke runs).
+
 The cache of a cifar split lives in `<base>/<root name>-<hash of root's absolute path>-<split>/`,
 with base = `cache_dir`, else $TINYHW_CACHE, else the project's data/cache/ (the data root may be
 read-only). It holds images.npy, labels.npy and meta.json, each written to a temporary file and
@@ -40,8 +45,9 @@ from tqdm import tqdm
 from . import transforms as T
 from .loader import BatchLoader
 
-__all__ = ["image_dataset", "BatchLoader", "find_image_root", "BadImageError", "scan_split",
-           "decode_image", "ArrayImageDataset", "FileImageDataset"]
+__all__ = ["image_dataset", "BatchLoader", "find_image_root", "BadImageError", "ImageSizeError",
+           "scan_split", "spaced_indices", "decode_image", "ArrayImageDataset",
+           "FileImageDataset"]
 
 PROJECT_DATA = Path(__file__).resolve().parent
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -55,6 +61,17 @@ EXIF_ORIENTATION = 0x0112
 
 class BadImageError(ValueError):
     """A file that Pillow cannot decode; the message names the file."""
+
+
+class ImageSizeError(ValueError):
+    """Images of different sizes in a `cifar` split, which stacks them into one array.
+
+    `problem` names the two files and their sizes; the message adds advice for API callers,
+    which an entry point can replace by its own (its users choose a preset by other means)."""
+
+    def __init__(self, problem, advice):
+        super().__init__(f"{problem}: {advice}")
+        self.problem = problem
 
 
 # ---- finding and listing ----------------------------------------------------------------
@@ -150,6 +167,21 @@ def scan_split(root, split):
                    np.asarray(sizes, dtype=np.int64))
 
 
+def spaced_indices(n, limit):
+    """`limit` of the positions 0..n-1, evenly spaced and sorted (all of them when limit is None
+    or >= n). Image folders are listed class by class, so the first `limit` files would cover
+    only the first classes; evenly spaced ones cover every class in proportion."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+def _check_limit(limit):
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or
+                              isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"image_dataset: limit must be None or an int >= 1, got {limit!r}")
+
+
 # ---- decoding ---------------------------------------------------------------------------
 def _to_rgb(img):
     """Any Pillow mode -> RGB. 16-bit grayscale is shifted to 8 bits first: Pillow's own
@@ -179,11 +211,22 @@ def decode_array(path):
     return np.asarray(decode_image(path))
 
 
-def _check_header(path):
-    """Raise BadImageError unless Pillow recognises the file (reads its header only)."""
+# The bytes a complete file of these formats ends with (JPEG's end-of-image marker, PNG's IEND
+# chunk). A truncated download keeps its header but loses them.
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def _check_file(path):
+    """Raise BadImageError unless Pillow recognises the file and, for JPEG and PNG, the file
+    ends as a complete one does. Reads the header and the last bytes only; the rare file
+    without its end marker (trailing bytes, or truncated) is decoded fully to tell which."""
     try:
         with Image.open(path) as img:
-            img.size  # noqa: B018 - the header is parsed by open; nothing else is read
+            end = END_MARKERS.get(img.format)
+            if end is not None:
+                img.fp.seek(max(os.path.getsize(path) - 32, 0))
+                if end not in img.fp.read():
+                    img.load()   # seeks back to the pixel data itself
     except Exception as e:
         raise BadImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
@@ -230,9 +273,13 @@ def _without(listing, bad):
     """`listing` without the files at positions `bad`."""
     keep = np.ones(len(listing.files), dtype=bool)
     keep[list(bad)] = False
-    return Listing(listing.folder, listing.classes,
-                   [f for f, k in zip(listing.files, keep) if k], listing.labels[keep],
-                   listing.sizes[keep])
+    return _select(listing, np.flatnonzero(keep))
+
+
+def _select(listing, positions):
+    """`listing` with only the files at the sorted `positions`."""
+    return Listing(listing.folder, listing.classes, [listing.files[i] for i in positions],
+                   listing.labels[positions], listing.sizes[positions])
 
 
 class ArrayImageDataset(ImageDataset):
@@ -262,9 +309,11 @@ class ArrayImageDataset(ImageDataset):
 class FileImageDataset(ImageDataset):
     """The `imagenet` preset: each image decoded from its file when a batch needs it.
 
-    With skip_bad, files whose header Pillow cannot read are left out when the dataset is built,
-    and a file that fails only when fully decoded (a truncated JPEG) is replaced, in every batch,
-    by the next decodable file of the split (with its label) and added to skipped_files."""
+    image_dataset checks every file when it builds the dataset (_check_file). With skip_bad, the
+    files it refuses are left out, and a file that still fails when fully decoded (one the
+    check cannot see into, e.g. a truncated BMP, or one damaged since) is replaced, in every
+    batch, by the next decodable file of the split (with its label) and added to
+    skipped_files; without skip_bad it raises BadImageError."""
     preset = "imagenet"
 
     def __init__(self, listing, train, skip_bad=False, size=T.IMAGENET_SIZE,
@@ -363,7 +412,7 @@ def load_cache(folder, fingerprint):
     return images, labels, meta
 
 
-def _decode_into(out, folder, files, start, first_shape, skip_bad):
+def _decode_into(out, folder, files, start, first_file, first_shape, skip_bad):
     """Decode files[start:start + len(out)] into `out`; returns the positions of the files that
     cannot be decoded (skip_bad), or raises BadImageError at the first one."""
     bad = []
@@ -377,9 +426,11 @@ def _decode_into(out, folder, files, start, first_shape, skip_bad):
             bad.append(start + j)
             continue
         if pixels.shape != first_shape:
-            raise ValueError(f"{path}: is {pixels.shape[1]}x{pixels.shape[0]} but the first "
-                             f"image is {first_shape[1]}x{first_shape[0]}: the cifar preset "
-                             "needs images of one size (use preset='imagenet')")
+            raise ImageSizeError(
+                f"{path}: is {pixels.shape[1]}x{pixels.shape[0]} but {first_file}, the first "
+                f"image, is {first_shape[1]}x{first_shape[0]}",
+                "the cifar preset stacks images of one size: resize them, or use "
+                "preset='imagenet', which crops and resizes every image to 224x224")
         out[j] = pixels
     return bad
 
@@ -394,6 +445,7 @@ def decode_all(listing, skip_bad, chunk=500):
     for f in files:   # the first decodable image fixes the size
         try:
             first_shape = decode_array(listing.folder / f).shape
+            first_file = listing.folder / f
             break
         except BadImageError:
             if not skip_bad:
@@ -407,7 +459,7 @@ def decode_all(listing, skip_bad, chunk=500):
         with tqdm(total=n, desc=f"decoding {listing.folder}", unit="img", disable=None,
                   leave=False) as bar:
             jobs = {pool.submit(_decode_into, images[s:s + chunk], listing.folder, files, s,
-                                first_shape, skip_bad): min(chunk, n - s)
+                                first_file, first_shape, skip_bad): min(chunk, n - s)
                     for s in range(0, n, chunk)}
             for job in as_completed(jobs):
                 bad += job.result()
@@ -464,27 +516,29 @@ def _choose_preset(listing):
 
 
 def _unreadable(folder, files, start):
-    """Positions (from `start`) of the `files` whose header Pillow cannot read."""
+    """(position from `start`, BadImageError) of each of the `files` that _check_file refuses."""
     bad = []
     for j, f in enumerate(files):
         try:
-            _check_header(folder / f)
-        except BadImageError:
-            bad.append(start + j)
+            _check_file(folder / f)
+        except BadImageError as e:
+            bad.append((start + j, e))
     return bad
 
 
-def _header_check(listing, chunk=2000):
-    """Sorted positions of the files whose header Pillow cannot read, checked by a thread per
-    core in chunks (one future per file would cost more than the check on ImageNet's 1.3M)."""
+def _file_check(listing, chunk=2000):
+    """(position, BadImageError) of each file _check_file refuses, in order, checked by a
+    thread per core in chunks (one future per file would cost more than the check on
+    ImageNet's 1.3M)."""
     files = listing.files
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         jobs = [pool.submit(_unreadable, listing.folder, files[s:s + chunk], s)
                 for s in range(0, len(files), chunk)]
-        return [i for job in jobs for i in job.result()]
+        return [bad for job in jobs for bad in job.result()]
 
 
-def image_dataset(root, split, preset="cifar", train=True, cache_dir=None, skip_bad=False):
+def image_dataset(root, split, preset="cifar", train=True, cache_dir=None, skip_bad=False,
+                  limit=None):
     """The dataset of `root/split/<class>/<image>` with the transforms of `preset`.
 
     Parameters
@@ -499,21 +553,33 @@ def image_dataset(root, split, preset="cifar", train=True, cache_dir=None, skip_
         False for no cache
     skip_bad : leave out the files Pillow cannot decode (counted in `.skipped`) instead of
         raising BadImageError naming the first one
+    limit : None, or use only this many files of the split, evenly spaced over the sorted
+        list so that every class appears (spaced_indices); the cifar preset then decodes just
+        those and neither reads nor writes the cache, which holds whole splits
+
+    Every file is checked when the dataset is built: the cifar preset decodes them all; the
+    imagenet preset reads each header and end marker (see _check_file), so that a bad file
+    is reported now rather than by a loader thread in the middle of training.
 
     Returns an ArrayImageDataset (cifar) or FileImageDataset (imagenet)."""
     if preset not in PRESETS:
         raise ValueError(f"image_dataset: preset must be one of {PRESETS}, got {preset!r}")
+    _check_limit(limit)
     listing = scan_split(root, split)
+    if limit is not None and limit < len(listing.files):
+        listing = _select(listing, spaced_indices(len(listing.files), limit))
+        cache_dir = False
     if preset == "auto":
         preset = _choose_preset(listing)
     if preset == "cifar":
         images, listing, skipped = _cached_arrays(listing, cache_dir, skip_bad)
         return ArrayImageDataset(listing, images, train, skipped)
-    skipped = []
-    if skip_bad:
-        bad = _header_check(listing)
-        skipped = [listing.files[i] for i in bad]
-        listing = _without(listing, bad)
-        if not listing.files:
-            raise BadImageError(f"{listing.folder}: none of its files can be decoded")
+    bad = _file_check(listing)
+    if bad and not skip_bad:
+        (_, first), more = bad[0], len(bad) - 1
+        raise BadImageError(f"{first}" + (f" (and {more} more bad files)" if more else ""))
+    skipped = [listing.files[i] for i, _ in bad]
+    listing = _without(listing, [i for i, _ in bad])
+    if not listing.files:
+        raise BadImageError(f"{listing.folder}: none of its files can be decoded")
     return FileImageDataset(listing, train, skip_bad=skip_bad, skipped_files=skipped)

@@ -12,8 +12,8 @@ from PIL import Image
 
 import data.images as images_mod
 from data import transforms as T
-from data.images import (BadImageError, BatchLoader, decode_image, find_image_root,
-                         image_dataset, scan_split)
+from data.images import (BadImageError, BatchLoader, ImageSizeError, decode_image,
+                         find_image_root, image_dataset, scan_split, spaced_indices)
 
 EXIF_ORIENTATION = 0x0112
 
@@ -148,25 +148,62 @@ def test_corrupt_file_skipped_and_counted(with_corrupt, tmp_path):
 
 
 def test_corrupt_file_imagenet_preset(with_corrupt):
-    ds = image_dataset(with_corrupt, "train", preset="imagenet")   # decoded lazily
-    bad = ds.files.index("cat/001b.jpg")
-    with pytest.raises(BadImageError, match=r"cat/001b\.jpg"):
-        ds.batch(np.array([0, bad]), np.random.default_rng(0))
+    # Found when the dataset is built, not by a loader thread in the middle of training.
+    with pytest.raises(BadImageError, match=r"cat/001b\.jpg: not a readable image"):
+        image_dataset(with_corrupt, "train", preset="imagenet")
     skipping = image_dataset(with_corrupt, "train", preset="imagenet", skip_bad=True)
     assert skipping.skipped == 1 and len(skipping) == 5
+    assert skipping.skipped_files == ["cat/001b.jpg"]
 
 
-def test_truncated_file_replaced_by_next_in_imagenet_preset(tmp_path):
+def test_every_bad_file_is_counted_in_the_imagenet_error(with_corrupt):
+    (with_corrupt / "train" / "dog" / "zz.png").write_bytes(b"")
+    with pytest.raises(BadImageError, match=r"cat/001b\.jpg: .*\(and 1 more bad files\)$"):
+        image_dataset(with_corrupt, "train", preset="imagenet")
+
+
+def _truncated_split(root, fmt):
+    """root/val/k/{0,1,2}.<fmt> with file 1 cut in half: its header is intact."""
+    ext = fmt.lower()
+    for i in range(3):
+        _save(root / "val" / "k" / f"{i}.{ext}", _noise(i, (64, 48)), fmt)
+    path = root / "val" / "k" / f"1.{ext}"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_file_found_when_the_imagenet_dataset_is_built(tmp_path, fmt):
+    root = _truncated_split(tmp_path / "ds", fmt)
+    with pytest.raises(BadImageError, match=rf"k/1\.{fmt.lower()}: .*truncated"):
+        image_dataset(root, "val", preset="imagenet", train=False)
+    ds = image_dataset(root, "val", preset="imagenet", train=False, skip_bad=True)
+    assert ds.skipped_files == [f"k/1.{fmt.lower()}"] and len(ds) == 2
+
+
+def test_bytes_after_the_end_marker_are_not_an_error(tmp_path):
+    root = _make_split(tmp_path / "ds", fmt="JPEG")
+    path = root / "train" / "cat" / "000.jpg"
+    path.write_bytes(path.read_bytes() + b"camera maker's trailer" * 10)
+    ds = image_dataset(root, "train", preset="imagenet", train=False)
+    assert ds.skipped == 0 and len(ds) == 5
+
+
+def test_file_damaged_after_the_check_is_replaced_by_next_in_imagenet_preset(tmp_path):
     root = tmp_path / "ds"
     for i in range(3):
         _save(root / "val" / "k" / f"{i}.jpg", _noise(i, (64, 48)), "JPEG")
-    whole = (root / "val" / "k" / "1.jpg").read_bytes()
-    (root / "val" / "k" / "1.jpg").write_bytes(whole[: len(whole) // 2])  # header intact
     ds = image_dataset(root, "val", preset="imagenet", train=False, skip_bad=True)
-    assert ds.skipped == 0 and len(ds) == 3             # the header check passes it
+    strict = image_dataset(root, "val", preset="imagenet", train=False)
+    assert ds.skipped == 0 and len(ds) == 3
+    whole = (root / "val" / "k" / "1.jpg").read_bytes()
+    (root / "val" / "k" / "1.jpg").write_bytes(whole[: len(whole) // 2])  # damaged since
     with pytest.warns(UserWarning, match="1.jpg"):
         x, _ = ds.batch(np.array([1, 2]), None)
     assert np.array_equal(x[0], x[1]) and ds.skipped == 1
+    with pytest.raises(BadImageError, match=r"k/1\.jpg: cannot decode"):
+        strict.batch(np.array([1, 2]), None)
 
 
 def test_empty_class_folder_is_named(tmp_path):
@@ -229,9 +266,45 @@ def test_auto_preset(tmp_path):
 
 def test_cifar_preset_needs_one_size(tmp_path):
     root = _make_split(tmp_path / "ds")
-    _save(root / "train" / "dog" / "z.png", _solid((0, 0, 0), (30, 32)))
-    with pytest.raises(ValueError, match=r"dog/z\.png: is 30x32 .* first image is 32x32"):
+    _save(root / "train" / "dog" / "z.png", _solid((0, 0, 0), (1, 1)))
+    with pytest.raises(ImageSizeError) as info:
         image_dataset(root, "train", cache_dir=False)
+    # Both files are named: when the odd one is the first, the message points at it too.
+    assert info.value.problem.endswith("dog/z.png: is 1x1 but " + str(
+        root / "train" / "cat" / "000.png") + ", the first image, is 32x32")
+    assert "preset='imagenet'" in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+# ---- limit ------------------------------------------------------------------------------------
+def test_spaced_indices():
+    assert list(spaced_indices(10, None)) == list(range(10))
+    assert list(spaced_indices(10, 10)) == list(range(10))
+    assert list(spaced_indices(10, 50)) == list(range(10))
+    assert list(spaced_indices(10, 1)) == [0]
+    assert list(spaced_indices(10, 4)) == [0, 3, 6, 9]
+    for n in range(2, 40):
+        for limit in range(2, n + 1):     # exactly `limit` distinct positions, both ends kept
+            chosen = spaced_indices(n, limit)
+            assert len(chosen) == limit and (chosen[0], chosen[-1]) == (0, n - 1)
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_limit_keeps_evenly_spaced_files_of_every_class(tmp_path, preset):
+    root = _make_split(tmp_path / "ds", per_class=(("a", 5), ("b", 5), ("c", 5)))
+    ds = image_dataset(root, "train", preset=preset, limit=4, cache_dir=tmp_path / "cache")
+    assert len(ds) == 4 and set(ds.labels.tolist()) == {0, 1, 2}
+    assert ds.files == ["a/000.png", "b/000.png", "b/004.png", "c/004.png"]   # 0, 5, 9, 14
+    assert ds.classes == ["a", "b", "c"]
+    assert not (tmp_path / "cache").exists()       # a limited split never writes the cache
+    assert len(image_dataset(root, "train", preset=preset, limit=100, cache_dir=False)) == 15
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "3"])
+def test_bad_limit_is_refused(tmp_path, limit):
+    root = _make_split(tmp_path / "ds")
+    with pytest.raises(ValueError, match=rf"limit must be None or an int >= 1, got {limit!r}"):
+        image_dataset(root, "train", limit=limit)
 
 
 # ---- the cache ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 import tinyhw
 import tinyhw.functional as F
-from data.images import BatchLoader, find_image_root, image_dataset
+from data.images import BatchLoader, find_image_root, image_dataset, spaced_indices
 from nets import build_image_net
 from tinyhw import serialize
 from tinyhw.backend import to_device
@@ -88,17 +88,14 @@ def build_lm_model(state, meta, path, corpus):
 
 # ---- data ----------------------------------------------------------------------------------
 class Subset:
-    """`limit` images of a dataset, evenly spaced over it: image folders are sorted by class, so
-    the first N images would cover only the first classes."""
+    """`limit` images of a dataset, evenly spaced over it (data.images.spaced_indices, which
+    train.image's --limit uses too): image folders are sorted by class, so the first N images
+    would cover only the first classes."""
 
     def __init__(self, dataset, limit=None):
-        n = len(dataset)
         self.dataset = dataset
         self.classes, self.num_classes = dataset.classes, dataset.num_classes
-        if limit is None or limit >= n:
-            self.index = np.arange(n)
-        else:
-            self.index = np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+        self.index = spaced_indices(len(dataset), limit)
         self.labels = dataset.labels[self.index]
 
     def __len__(self):
