@@ -74,6 +74,9 @@ def save(state_dict, path, meta=None):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode any other new file gets (0644
+        # under the usual umask), so a checkpoint is as readable as the run's other files.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             _write_archive(handle, arrays)
             handle.flush()
@@ -84,6 +87,12 @@ def save(state_dict, path, meta=None):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _umask():
+    mask = os.umask(0o022)   # the only way to read the umask is to set it, then restore it
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory):
@@ -116,6 +125,23 @@ def load(path):
     if META_KEY in state:
         meta = json.loads(state.pop(META_KEY).tobytes().decode("utf-8"))
     return state, meta
+
+
+def read_meta(path):
+    """Only the `meta` dict of a file written by `save` (None if it has none), without reading
+    its arrays: cheap even for a large checkpoint. ValueError for a file that is not one."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"read_meta: no checkpoint file at {path!r}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if META_KEY + ".npy" not in zf.namelist():
+                return None
+            with zf.open(META_KEY + ".npy") as member:
+                data = np.lib.format.read_array(member, allow_pickle=False)
+        return json.loads(data.tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path!r} is not a readable .npz archive: {error}") from error
 
 
 # ---- nested states (optimizers, schedulers) ---------------------------------

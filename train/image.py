@@ -33,8 +33,13 @@ from data.images import BatchLoader, find_image_root, image_dataset
 from nets import ARCHS, build_image_net, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
-from train.runs import (Diverged, append_metrics, choose_device, open_run_folder,
-                        require_at_least_one, resume, train_epochs)
+from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments,
+                        append_metrics, check_run_arguments, checkpoint_note, choose_device,
+                        fail, open_run_folder, progress, read_checkpoint_meta, record_command,
+                        remember_command, require_at_least_one, resume, run_final_pass,
+                        train_epochs)
+
+CHECKPOINT_KIND = "train.image"
 
 IMAGENET_ARCHS = ("resnet50", "highway50", "highway_full50")
 
@@ -71,14 +76,14 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to compute (default auto: the GPU when one is usable)")
     p.add_argument("--out", default=None, help="run folder (default runs/image_<arch>[_nobn])")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
-    p.add_argument("--checkpoint-every", type=int, default=200,
-                   help="also checkpoint every N training steps (default 200; 0: epoch ends only)")
+    add_run_arguments(p, checkpoint_every=200)
     args = p.parse_args(argv)
     require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps"))
     if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
+    check_run_arguments(p, args)
     args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}")
+    remember_command(args, "train.image", argv)
     return args
 
 
@@ -104,7 +109,7 @@ def evaluate(model, loader, device):
     model.eval()
     loss, wrong1, wrong5, count = 0.0, 0, 0, 0
     with tinyhw.no_grad():
-        for x, y in loader.epoch(0):
+        for x, y in progress(loader.epoch(0), len(loader), "val", "batch"):
             logits = model(tinyhw.Tensor(to_device(x, device)))
             loss += F.cross_entropy(logits, tinyhw.Tensor(to_device(y, device)), "sum").item()
             e1, e5 = topk_errors(to_device(logits.data, "cpu"), y)
@@ -135,7 +140,7 @@ class Trainer:
                 "epoch_seen")
         meta = {k: getattr(self, k) for k in keys}
         meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
-                    rng=tinyhw.random.get_state())
+                    rng=tinyhw.random.get_state(), kind=CHECKPOINT_KIND)
         return meta
 
     def save(self, path):
@@ -143,6 +148,8 @@ class Trainer:
                                   self._meta())
 
     def load(self, path):
+        read_checkpoint_meta(path, CHECKPOINT_KIND, ("arch", "bn", "epoch", "batch", "step",
+                                                     "rng"))
         model_state, optim_state, meta = serialize.load_checkpoint(path)
         if (meta["arch"], meta["bn"]) != (self.args.arch, self.args.bn):
             raise SystemExit(f"--resume: {path} holds an --arch {meta['arch']} run with "
@@ -163,8 +170,8 @@ class Trainer:
         value = loss.item()
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at step {self.step} (epoch "
-                           f"{self.epoch + 1}, batch {self.batch}); the last good checkpoint is "
-                           f"kept in {self.args.out / 'last.npz'}. Try a lower --lr or --warmup.")
+                           f"{self.epoch + 1}, batch {self.batch}); "
+                           f"{checkpoint_note(self.args.out)}. Try a lower --lr or --warmup.")
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
@@ -178,10 +185,12 @@ class Trainer:
         bar = tqdm(total=steps, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
                    leave=False, dynamic_ncols=True, mininterval=1.0)
         start, seen = time.perf_counter(), 0
+        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes)
         for x, y in loader.epoch(self.epoch, start=self.batch):
             if a.max_steps is not None and self.step >= a.max_steps:
                 bar.close()
                 return False
+            StopSignals.check()
             self.opt.param_groups[0]["lr"] = learning_rate(a, self.epoch + self.batch / steps)
             loss, wrong = self.train_step(x, y)
             self.epoch_loss += loss * len(y)
@@ -191,8 +200,9 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
-            if a.checkpoint_every and self.step % a.checkpoint_every == 0:
+            if clock.due(self.step):
                 self.save(a.out / "last.npz")
+                clock.saved()
         bar.close()
         seconds = time.perf_counter() - start
         self.end_epoch(seconds, seen / max(seconds, 1e-9))
@@ -245,19 +255,20 @@ def main(argv=None):
         root, train_set, val_set = load_data(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    open_run_folder(args.out, "train.image", argv)
+    open_run_folder(args.out, args.resume, args.overwrite)
     try:
         trainer = Trainer(args, train_set, val_set, device)
     except ValueError as e:   # e.g. a --batch-size larger than the training split
         raise SystemExit(f"error: {e}") from None
     if args.resume:
         resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
+    record_command(args)
     print(f"{args.arch}{'' if args.bn else ' without BN'}: "
           f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
           f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}; "
           f"out {args.out}", flush=True)
     train_epochs(trainer, args)
-    return finish(trainer, args)
+    return run_final_pass(args, lambda: finish(trainer, args))
 
 
 def finish(trainer, args):

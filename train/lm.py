@@ -12,8 +12,10 @@ over the previous epoch; the best-validation model is kept, and the test perplex
 measured with it over the whole test split as one continuous stream.
 
 Writes into --out: command.txt, metrics.jsonl (one record per epoch), last.npz (the
-resumable state, written atomically every epoch and every --checkpoint-every steps) and
-best.npz (the best-validation model). The last line printed is the test perplexity.
+resumable state, written atomically every epoch, every --checkpoint-every steps, every
+--checkpoint-minutes and on Ctrl-C or SIGTERM) and best.npz (the best-validation model). An
+--out that already holds a run needs --resume (continue it) or --overwrite (start over).
+The last line printed is the test perplexity.
 """
 import argparse
 import math
@@ -25,13 +27,18 @@ from tqdm import tqdm
 
 import tinyhw
 import tinyhw.functional as F
-from data.ptb import Corpus, find_ptb_dir, num_windows, stream_batches
-from nets.char_lm import CONFIGS, build, count_parameters
+from data.ptb import KIM_MAX_WORD_LEN, Corpus, find_ptb_dir, num_windows, stream_batches
+from nets.char_lm import CONFIGS, build, count_parameters, training_step_bytes
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
-from train.runs import (Diverged, append_metrics, choose_device, open_run_folder,
-                        require_at_least_one, resume, train_epochs)
 from tinyhw.ops.highway import VARIANTS
+from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
+                        check_run_arguments, check_same_flags, checkpoint_note, choose_device,
+                        fail, open_run_folder, progress, read_checkpoint_meta, record_command,
+                        remember_command, require_at_least_one, require_memory,
+                        require_positive_finite, resume, run_final_pass, train_epochs)
+
+CHECKPOINT_KIND = "train.lm"
 
 
 def parse_args(argv=None):
@@ -53,15 +60,20 @@ def parse_args(argv=None):
                    help="where to compute (default auto: the GPU when one is usable)")
     p.add_argument("--data", default=None,
                    help="folder with train/valid/test.txt (default $TINYHW_DATA/ptb, then data/ptb)")
+    p.add_argument("--max-word-len", type=int, default=KIM_MAX_WORD_LEN,
+                   help="cap on a word's spelling, { and } included; longer words are cut "
+                        f"(default {KIM_MAX_WORD_LEN}, Kim et al.'s max_word_l; PTB needs 21)")
     p.add_argument("--out", default=None, help="run folder (default runs/lm_<config>_<variant>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
-    p.add_argument("--checkpoint-every", type=int, default=500,
-                   help="also checkpoint every N training steps (default 500; 0: epoch ends only)")
+    add_run_arguments(p, checkpoint_every=500)
     args = p.parse_args(argv)
     require_at_least_one(p, args, ("epochs", "batch_size", "seq_len", "max_steps"))
-    if args.lr <= 0 or args.clip <= 0:
-        p.error("--lr and --clip must be positive")
+    require_positive_finite(p, args, ("lr", "clip"))
+    check_run_arguments(p, args)
+    if args.max_word_len < 3:
+        p.error(f"--max-word-len must be at least 3 ({{, a character, }}), got "
+                f"{args.max_word_len}")
     args.out = Path(args.out or f"runs/lm_{args.config}_{args.variant}")
+    remember_command(args, "train.lm", argv)
     return args
 
 
@@ -78,8 +90,11 @@ def evaluate(model, corpus, split, batch_size, seq_len, device, limit=None, high
     words), state carried; `highways` replaces the model's highway stack (see CharLM)."""
     model.eval()
     total, count, state = 0.0, 0, None
+    ids = corpus.ids[split][:limit]
     with tinyhw.no_grad():
-        for inputs, targets in stream_batches(corpus.ids[split][:limit], batch_size, seq_len):
+        for inputs, targets in progress(stream_batches(ids, batch_size, seq_len),
+                                        num_windows(len(ids), batch_size, seq_len),
+                                        f"{split} perplexity", "win"):
             logits, state = model(_device_ints(corpus.chars(inputs), device), state, highways)
             nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), device), "sum")
             total += nll.item()
@@ -111,10 +126,21 @@ class Trainer:
                 "epoch": self.epoch, "window": self.window, "step": self.step,
                 "lr": self.opt.param_groups[0]["lr"], "val_history": self.val_history,
                 "best_val": self.best_val, "epoch_nll": self.epoch_nll,
-                "epoch_tokens": self.epoch_tokens, "rng": tinyhw.random.get_state()}
+                "epoch_tokens": self.epoch_tokens, "rng": tinyhw.random.get_state(),
+                "kind": CHECKPOINT_KIND, "flags": self.flags()}
         serialize.save(arrays, path, meta=meta)
 
+    def flags(self):
+        """The flags a resumed run must share with the saved one: they fix the data stream
+        and the position in it (--data, --batch-size, --seq-len) or the model's shape."""
+        a = self.args
+        return {"--data": str(self.corpus.folder.resolve()), "--batch-size": a.batch_size,
+                "--seq-len": a.seq_len, "--max-word-len": a.max_word_len}
+
     def load(self, path):
+        meta = read_checkpoint_meta(path, CHECKPOINT_KIND, ("config", "variant", "epoch",
+                                                            "window", "step", "lr", "rng"))
+        check_same_flags(meta, self.flags(), path)
         arrays, meta = serialize.load(path)
         if (meta["config"], meta["variant"]) != (self.args.config, self.args.variant):
             raise SystemExit(f"--resume: {path} holds a {meta['config']} {meta['variant']} run, "
@@ -140,8 +166,8 @@ class Trainer:
         nll_sum = nll.item()
         if not math.isfinite(nll_sum):
             raise Diverged(f"training loss became {nll_sum} at step {self.step} (epoch "
-                           f"{self.epoch + 1}, window {self.window}); the last good checkpoint "
-                           f"is kept in {self.args.out / 'last.npz'}. Try a lower --lr.")
+                           f"{self.epoch + 1}, window {self.window}); "
+                           f"{checkpoint_note(self.args.out)}. Try a lower --lr.")
         self.opt.zero_grad()
         (nll * (1.0 / inputs.shape[1])).backward()   # sum over steps of the batch mean
         optim.clip_grad_norm_(self.model.parameters(), self.args.clip)
@@ -181,12 +207,14 @@ class Trainer:
         bar = tqdm(total=total, initial=self.window, desc=f"epoch {self.epoch + 1}",
                    unit="win", leave=False, dynamic_ncols=True, mininterval=1.0)
         start, words = time.perf_counter(), 0
+        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes)
         for index, (inputs, targets) in enumerate(stream_batches(ids, a.batch_size, a.seq_len)):
             if index < self.window:
                 continue   # resuming mid-epoch: skip windows already trained
             if a.max_steps is not None and self.step >= a.max_steps:
                 bar.close()
                 return False
+            StopSignals.check()
             nll_sum = self.train_step(inputs, targets)
             self.epoch_nll += nll_sum
             self.epoch_tokens += targets.size
@@ -195,8 +223,9 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(ppl=f"{math.exp(self.epoch_nll / self.epoch_tokens):.1f}",
                             words_s=f"{words / (time.perf_counter() - start):.0f}")
-            if a.checkpoint_every and self.step % a.checkpoint_every == 0:
+            if clock.due(self.step):
                 self.save(a.out / "last.npz")
+                clock.saved()
         bar.close()
         seconds = time.perf_counter() - start
         self.end_epoch({"seconds": seconds, "words_per_s": words / max(seconds, 1e-9)})
@@ -204,36 +233,58 @@ class Trainer:
         return True
 
 
+def check_split_sizes(corpus, batch_size):
+    """Each split must fill at least one step of every stream it is read in (train and valid
+    in --batch-size streams, test in one): else training or scoring cannot start."""
+    for split, streams in (("train", batch_size), ("valid", batch_size), ("test", 1)):
+        n = len(corpus.ids[split])
+        if (n - 1) // streams < 1:
+            where = f"--batch-size {batch_size}" if streams > 1 else "the test stream"
+            fail(f"{corpus.folder / f'{split}.txt'} has {n} tokens (words and end-of-line "
+                 f"tokens): too few for {where}, which needs at least {streams + 1}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
     device = choose_device(args.device)
     try:
-        corpus = Corpus(find_ptb_dir(args.data))
+        corpus = Corpus(find_ptb_dir(args.data), args.max_word_len)
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    open_run_folder(args.out, "train.lm", argv)
+        fail(e)
+    check_split_sizes(corpus, args.batch_size)
     trainer = Trainer(args, corpus, device)
+    require_memory(training_step_bytes(trainer.model, args.seq_len, args.batch_size),
+                   f"--config {args.config} --batch-size {args.batch_size} "
+                   f"--seq-len {args.seq_len}")
+    open_run_folder(args.out, args.resume, args.overwrite)
     if args.resume:
         resume(trainer, args.out,
                lambda t: f"epoch {t.epoch + 1}, window {t.window}, step {t.step}")
+    record_command(args)
     v = corpus.vocab
     print(f"{args.config} char-LM, {args.variant} highway: {count_parameters(trainer.model):,} "
           f"parameters; {len(v.words)} words, {len(v.chars)} chars, max word length "
           f"{v.max_word_len}; device {device}; out {args.out}")
     train_epochs(trainer, args)
-    return finish(trainer, args, corpus, device)
+    return run_final_pass(args, lambda: finish(trainer, args, corpus, device))
 
 
 def finish(trainer, args, corpus, device):
-    """Test perplexity of the best-validation model (or the current one if none was saved)."""
+    """Test perplexity of the best-validation model (or the current one if no epoch has
+    ended yet, e.g. a run stopped by --max-steps: said so in the output and the record)."""
     best = args.out / "best.npz"
+    scored = "best"
     if best.is_file():
         trainer.model.load_state_dict(serialize.load(best)[0])
+    else:
+        scored = "last"
     test = evaluate(trainer.model, corpus, "test", 1, args.seq_len, device)
-    append_metrics(args.out, {"final": True, "step": trainer.step,
+    append_metrics(args.out, {"final": True, "step": trainer.step, "model": scored,
                               "best_val_ppl": trainer.best_val, "test_ppl": test})
-    print(f"test perplexity {test:.2f}")
+    which = ("best-validation model" if scored == "best" else
+             "current model: no epoch has ended, so there is no best-validation model yet")
+    print(f"test perplexity {test:.2f} ({which})")
     return test
 
 

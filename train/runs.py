@@ -1,17 +1,43 @@
 """What the training entry points share: the device choice, the run folder (command.txt,
-metrics.jsonl, last.npz), resuming, the epoch loop and the stop on a diverged loss."""
+metrics.jsonl, last.npz), resuming, checkpoints by steps and by time, the stop on SIGINT or
+SIGTERM, the epoch loop and the stop on a diverged loss.
+
+A run is never silently destroyed: a folder that already holds a run is only reused with
+--resume (continue it) or --overwrite (delete its run files first). Ctrl-C or a SIGTERM
+lets the current step finish, writes last.npz and exits with the command that resumes.
+"""
 import json
+import math
+import os
 import shlex
+import signal
 import sys
+import tempfile
+import time
+
+from tqdm import tqdm
 
 import tinyhw
+from tinyhw import serialize
 from tinyhw.backend import normalize_device
+
+RUN_FILES = ("command.txt", "metrics.jsonl", "last.npz", "best.npz")
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; raised at the next safe point (between steps or batches)."""
+
+
+def fail(message):
+    """End the program with a one-line error (argparse style, exit status 2)."""
+    raise SystemExit(f"error: {message}")
+
+
+# ---- arguments ------------------------------------------------------------------------
 def require_at_least_one(parser, args, names):
     """parser.error for the first of the flags `names` (attribute names) set below 1; a flag
     left at None (e.g. --max-steps without a limit) is fine."""
@@ -19,6 +45,41 @@ def require_at_least_one(parser, args, names):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def require_positive_finite(parser, args, names):
+    """parser.error for the first float flag that is not > 0 and finite (NaN included)."""
+    for name in names:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a positive finite number, "
+                         f"got {value}")
+
+
+def add_run_arguments(parser, checkpoint_every):
+    """The flags every training entry point has for its run folder and checkpoints."""
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --out that already holds a run, deleting its "
+                             f"{', '.join(RUN_FILES)}")
+    parser.add_argument("--checkpoint-every", type=int, default=checkpoint_every,
+                        help=f"also checkpoint every N training steps (default {checkpoint_every};"
+                             " 0: not by steps)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="also checkpoint when this many minutes passed since the last one "
+                             "(default 10; 0: not by time)")
+
+
+def check_run_arguments(parser, args):
+    if args.checkpoint_every < 0:
+        parser.error(f"--checkpoint-every must be 0 (off) or a number of steps, got "
+                     f"{args.checkpoint_every}")
+    if not (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0):
+        parser.error(f"--checkpoint-minutes must be 0 (off) or a positive number, got "
+                     f"{args.checkpoint_minutes}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out and --overwrite deletes it: "
+                     "give one of them")
 
 
 def choose_device(name):
@@ -30,37 +91,228 @@ def choose_device(name):
     return device
 
 
-def open_run_folder(out, module, argv):
-    """Create the run folder and append the exact command line to its command.txt."""
-    out.mkdir(parents=True, exist_ok=True)
-    command = ["python", "-m", module] + list(sys.argv[1:] if argv is None else argv)
-    with open(out / "command.txt", "a") as f:
-        f.write(shlex.join(command) + "\n")
+def available_memory_bytes():
+    """Memory the system can still give this process (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require_memory(estimate, what, available=None):
+    """Refuse up front a run whose training step would need more memory than the machine has:
+    better one line now than an out-of-memory kill hours later. `what` names the flags."""
+    available = available_memory_bytes() if available is None else available
+    if available is not None and estimate > available:
+        fail(f"one training step needs about {estimate / 2**30:.1f} GiB for activations with "
+             f"{what}, but only {available / 2**30:.1f} GiB of memory is available: use a "
+             "smaller value")
+
+
+# ---- the run folder -------------------------------------------------------------------
+def open_run_folder(out, resume=False, overwrite=False):
+    """Make `out` ready for a run, before anything is computed: it must be (or become) a
+    writable folder; one that already holds a run needs --resume or --overwrite."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if resume and not (out / "last.npz").is_file():
+        fail(f"--resume: no checkpoint at {out / 'last.npz'}")
+    if existing and not (resume or overwrite):
+        fail(f"--out {out} already holds a run ({', '.join(existing)}): add --resume to "
+             "continue it, --overwrite to start it over, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        fail(f"--out {out} is not a writable folder ({e.strerror})")
+    if overwrite:
+        for name in existing:
+            (out / name).unlink()
+
+
+def remember_command(args, module, argv):
+    """Keep the command line on `args` (args.module, args.argv) for command.txt and hints."""
+    args.module, args.argv = module, list(sys.argv[1:] if argv is None else argv)
+
+
+def record_command(args):
+    """Append the exact command line to OUT/command.txt."""
+    with open(args.out / "command.txt", "a") as f:
+        f.write(shlex.join(["python", "-m", args.module] + args.argv) + "\n")
+
+
+def _json_safe(value):
+    """JSON has no NaN or Infinity: write them as null, so every line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def append_metrics(out, record):
-    """One JSON record per line of out/metrics.jsonl."""
+    """One JSON record per line of out/metrics.jsonl (non-finite numbers become null)."""
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+
+
+def checkpoint_note(out):
+    """Where the last good checkpoint is, for a message about a run that stopped."""
+    path = out / "last.npz"
+    if path.is_file():
+        return f"the last good checkpoint is kept in {path}"
+    return "no checkpoint had been written yet"
+
+
+# ---- resuming ---------------------------------------------------------------------------
+def read_checkpoint_meta(path, kind, required):
+    """The metadata of a training checkpoint of `kind` ('train.lm' or 'train.image'), with a
+    one-line error for a file that is truncated, not an archive, not a tinyhw checkpoint or
+    one of the other entry point. `required`: meta keys a checkpoint of this kind has (older
+    checkpoints carry no 'kind' entry and are recognised by them)."""
+    try:
+        meta = serialize.read_meta(path)
+    except (ValueError, OSError) as e:
+        fail(f"--resume: {path} cannot be read ({e}); it is damaged: start again with "
+             "--overwrite, or copy back a good last.npz")
+    if meta is None or not isinstance(meta, dict):
+        fail(f"--resume: {path} is not a tinyhw training checkpoint (no metadata)")
+    found = meta.get("kind") or ("train.lm" if "config" in meta else
+                                 "train.image" if "arch" in meta else None)
+    if found != kind:
+        which = f"a {found} checkpoint" if found else "not a training checkpoint"
+        fail(f"--resume: {path} is {which}, not one of {kind}")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        fail(f"--resume: {path} lacks {', '.join(missing)} in its metadata: not a complete "
+             f"{kind} checkpoint")
+    return meta
+
+
+def check_same_flags(meta, current, path):
+    """Refuse to resume with a flag that changes what the saved position means. `current`
+    maps a flag to its value now; meta['flags'] holds them as saved. Flags an older
+    checkpoint did not record are not checked."""
+    saved = meta.get("flags", {})
+    for flag, value in current.items():
+        if flag in saved and saved[flag] != value:
+            fail(f"--resume: {path} was trained with {flag} {saved[flag]}, not {flag} {value}: "
+                 f"resume with {flag} {saved[flag]}, or start a new run in another --out")
 
 
 def resume(trainer, out, position):
     """Load out/last.npz into `trainer`; `position(trainer)` says where it continues."""
     path = out / "last.npz"
-    if not path.is_file():
-        raise SystemExit(f"--resume: no checkpoint at {path}")
-    trainer.load(path)
+    try:
+        trainer.load(path)
+    except (ValueError, KeyError, OSError) as e:
+        fail(f"--resume: {path} does not fit this run: {e}")
     print(f"resumed from {path}: {position(trainer)}")
+
+
+# ---- stopping safely --------------------------------------------------------------------
+class StopSignals:
+    """While active, SIGINT (Ctrl-C) and SIGTERM only set a flag; `check()` (called between
+    steps and batches, where the state is whole) raises Interrupted. A second signal ends
+    the program at once: the last checkpoint on disk is complete (writes are atomic)."""
+    received = None
+
+    def __enter__(self):
+        StopSignals.received = None
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        StopSignals.received = None
+
+    @staticmethod
+    def _handle(signum, frame):
+        name = signal.Signals(signum).name
+        if StopSignals.received:
+            raise SystemExit(f"error: {name} again: stopped at once, without a new checkpoint")
+        StopSignals.received = name
+        print(f"\n{name} received: stopping after this step ...", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def check():
+        if StopSignals.received:
+            raise Interrupted(StopSignals.received)
+
+
+def progress(iterable, total, desc, unit):
+    """Iterate with a progress bar that disappears when done; a pending SIGINT/SIGTERM stops
+    the loop between items (evaluation passes take minutes)."""
+    with tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+              mininterval=1.0) as bar:
+        for item in bar:
+            StopSignals.check()
+            yield item
+
+
+class CheckpointClock:
+    """Says when a checkpoint is due: every `every_steps` steps and `minutes` after the last."""
+
+    def __init__(self, every_steps, minutes):
+        self.every_steps, self.seconds = every_steps, minutes * 60.0
+        self.last = time.monotonic()
+
+    def due(self, step):
+        by_steps = self.every_steps and step % self.every_steps == 0
+        by_time = self.seconds and time.monotonic() - self.last >= self.seconds
+        return bool(by_steps or by_time)
+
+    def saved(self):
+        self.last = time.monotonic()
+
+
+def resume_hint(args):
+    """The command that continues this run: the one given (args.module, args.argv), with
+    --resume instead of --overwrite."""
+    argv = [a for a in args.argv if a != "--overwrite"]
+    return shlex.join(["python", "-m", args.module] + argv +
+                      ([] if "--resume" in argv else ["--resume"]))
 
 
 def train_epochs(trainer, args):
     """trainer.run_epoch() until args.epochs are done or it reports --max-steps reached (it
-    returns False); a Diverged loss ends the program with its message."""
-    try:
-        while trainer.epoch < args.epochs:
-            if not trainer.run_epoch():
-                trainer.save(args.out / "last.npz")
-                print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
-                break
-    except Diverged as e:
-        raise SystemExit(f"diverged: {e}") from None
+    returns False). A Diverged loss ends the program with its message; SIGINT or SIGTERM
+    write last.npz and end it with the command that resumes."""
+    with StopSignals():
+        try:
+            while trainer.epoch < args.epochs:
+                if not trainer.run_epoch():
+                    trainer.save(args.out / "last.npz")
+                    print(f"stopped after --max-steps {args.max_steps} (checkpoint saved)")
+                    break
+        except Diverged as e:
+            raise SystemExit(f"diverged: {e}") from None
+        except Interrupted as e:
+            trainer.save(args.out / "last.npz")
+            raise SystemExit(f"{e}: stopped at step {trainer.step}; checkpoint saved in "
+                             f"{args.out / 'last.npz'}. Continue with: {resume_hint(args)}"
+                             ) from None
+
+
+def run_final_pass(args, compute):
+    """Run the final scoring `compute()` with SIGINT/SIGTERM stopping it cleanly: training is
+    done and saved, so a stop loses only the scoring, which --resume repeats."""
+    with StopSignals():
+        try:
+            return compute()
+        except Interrupted as e:
+            raise SystemExit(f"{e}: stopped during the final evaluation; training is saved in "
+                             f"{args.out / 'last.npz'}. Score it with: {resume_hint(args)}"
+                             ) from None
