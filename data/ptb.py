@@ -3,10 +3,14 @@
 Preprocessing follows Kim et al. (2015):
 - every line ends with the end-of-sentence token `+`;
 - `<unk>` becomes the single character `|` (in both the word and the character view);
-- each word is spelled as `{` + characters + `}` and padded to the longest such
-  spelling in the corpus (21 on PTB) with the pad character ` `, index 0, whose
-  embedding row stays zero.
-On PTB this gives 10,000 words and 51 characters.
+- the vocabulary is every distinct token of the three splits, in order of first
+  appearance (train, then valid, then test), as in Kim et al.'s loader;
+- each word is spelled as `{` + characters + `}` and padded with the pad character ` `
+  (index 0, whose embedding row stays zero) to the longest such spelling in the corpus,
+  capped at `max_word_len` (default 65, Kim et al.'s `max_word_l`): as in Kim et al.'s
+  loader, a longer spelling is cut to its first max_word_len characters (`{` and the
+  word's start, without `}`), so one odd word cannot change the model's shape.
+On PTB this gives 10,000 words, 51 characters and spellings of 21 characters.
 
 Batching: a split's token stream is cut into `batch_size` parallel streams and read in
 windows of `seq_len` steps; inputs are tokens t, targets tokens t + 1, and the LSTM state
@@ -22,6 +26,7 @@ SPLITS = ("train", "valid", "test")
 EOS, UNK_WORD, UNK_CHAR = "+", "<unk>", "|"
 PAD, BOW, EOW = " ", "{", "}"
 PROJECT_DATA = Path(__file__).resolve().parent
+KIM_MAX_WORD_LEN = 65   # Kim et al.'s max_word_l: the cap on a spelling's length, { and } included
 
 
 def find_ptb_dir(data=None):
@@ -38,6 +43,13 @@ def find_ptb_dir(data=None):
     for folder in candidates:
         if all((folder / f"{s}.txt").is_file() for s in SPLITS):
             return folder
+    partial = [(c, [f"{s}.txt" for s in SPLITS if not (c / f"{s}.txt").is_file()])
+               for c in candidates if any((c / f"{s}.txt").is_file() for s in SPLITS)]
+    if partial:
+        folder, missing = partial[0]
+        raise FileNotFoundError(f"Penn Treebank incomplete: {folder} has no "
+                                f"{' and no '.join(missing)} (need train.txt, valid.txt and "
+                                "test.txt)")
     looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
         f"Penn Treebank not found: looked in {looked} for train.txt, valid.txt and test.txt "
@@ -49,7 +61,7 @@ def read_tokens(path):
     """The token stream of one file: each line's words, then `+`; `<unk>` becomes `|`."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")   # -sig: drop a byte-order mark
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not valid UTF-8 text (byte {e.start}): expected a plain-text "
                          "PTB split") from None
@@ -77,9 +89,13 @@ class Vocab:
         self.spellings = self._spell_all()
 
     @classmethod
-    def build(cls, token_lists):
+    def build(cls, token_lists, max_word_len=KIM_MAX_WORD_LEN):
         """Words and characters in order of first appearance (train first), so indices are
-        reproducible; the pad, { and } come first among characters."""
+        reproducible; the pad, { and } come first among characters. Spellings are as long
+        as the longest word plus { and }, but at most `max_word_len`."""
+        if not isinstance(max_word_len, (int, np.integer)) or max_word_len < 3:
+            raise ValueError(f"max_word_len must be an int of at least 3 ({{, one character, "
+                             f"}}), got {max_word_len!r}")
         words, chars, seen_w, seen_c = [], [PAD, BOW, EOW], set(), {PAD, BOW, EOW}
         longest = 0
         for tokens in token_lists:
@@ -92,13 +108,13 @@ class Vocab:
                         if c not in seen_c:
                             seen_c.add(c)
                             chars.append(c)
-        return cls(words, chars, longest + 2)
+        return cls(words, chars, min(longest + 2, int(max_word_len)))
 
     def _spell_all(self):
         """(len(words), max_word_len) character indices: { word } then pad (0)."""
         table = np.zeros((len(self.words), self.max_word_len), dtype=np.int64)
         for i, w in enumerate(self.words):
-            spelled = BOW + w[: self.max_word_len - 2] + EOW
+            spelled = (BOW + w + EOW)[: self.max_word_len]
             table[i, : len(spelled)] = [self.char_index[c] for c in spelled]
         return table
 
@@ -113,10 +129,11 @@ class Vocab:
 class Corpus:
     """The three PTB splits as word-index streams, with the shared vocabulary."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, max_word_len=KIM_MAX_WORD_LEN):
         folder = Path(folder)
+        self.folder = folder
         tokens = {s: read_tokens(folder / f"{s}.txt") for s in SPLITS}
-        self.vocab = Vocab.build([tokens[s] for s in SPLITS])
+        self.vocab = Vocab.build([tokens[s] for s in SPLITS], max_word_len)
         self.ids = {s: self.vocab.encode(tokens[s], str(folder / f"{s}.txt")) for s in SPLITS}
 
     def chars(self, word_ids):

@@ -15,6 +15,10 @@ code, each gate adds its bias offset as a constant on top of a learned bias that
 initialised like every other parameter: T = sigmoid(W_T y + b_T - 2) and, for the carry
 gate, C = sigmoid(W_C y + b_C + 2), so that every variant starts by mostly carrying y.
 `residual` has twice as many layers, matching the coupled model's parameter count.
+`plain` is a single plain layer y = relu(W_H y + b_H) whatever the config: Greff et al.'s
+Plain row (92.60) is Kim et al.'s large model with "one MLP layer" instead of the highway
+layers (Kim et al., Table 6: 92.6 large, 111.2 small), and Greff et al. compare their
+Residual row with "a single plain layer".
 
 `build()` applies Kim et al.'s initialisation: every parameter uniform in [-0.05, 0.05],
 then the padding character's embedding row set to zero (it receives no gradient).
@@ -67,8 +71,9 @@ class CharLM(nn.Module):
         c = CONFIGS[config]
         self.config, self.variant = config, variant
         self.cnn = CharCNN(char_vocab, c["char_dim"], c["widths"], c["filters"], max_word_len)
+        self.cnn_input_length = max_word_len
         width = self.cnn.out_features
-        layers = c["highway_layers"] * (2 if variant == "residual" else 1)
+        layers = highway_layer_count(config, variant)
         # Kim et al.'s -2 is a constant offset on the gate (the learned bias is initialised
         # uniformly like every other parameter), so it is a gate_offset, not a gate_bias.
         self.highways = nn.ModuleList([nn.Highway(width, variant, gate_bias=0.0, gate_offset=-2.0)
@@ -87,6 +92,14 @@ class CharLM(nn.Module):
         out, state = self.lstm(y.reshape(steps, batch, -1), state)
         out = dropout(out, self.dropout, self.training)
         return self.decoder(out.reshape(steps * batch, -1)), state
+
+
+def highway_layer_count(config, variant):
+    """Layers of the highway stack: the config's count, twice that for residual (to match the
+    coupled parameter count), one for plain (Kim et al.'s one-MLP-layer model)."""
+    if variant == "plain":
+        return 1
+    return CONFIGS[config]["highway_layers"] * (2 if variant == "residual" else 1)
 
 
 def build(config, variant, word_vocab, char_vocab, max_word_len, init_scale=0.05):
@@ -108,3 +121,21 @@ def build(config, variant, word_vocab, char_vocab, max_word_len, init_scale=0.05
 
 def count_parameters(model):
     return sum(p.size for p in model.parameters())
+
+
+def training_step_bytes(model, steps, batch, itemsize=4):
+    """A rough upper estimate of the memory one training step needs, in bytes: what the
+    forward pass keeps for the backward pass, plus the gradients of the largest activations.
+    Per word (steps * batch of them), in floats: the character embeddings (L * d, twice for
+    the transposed copy), every convolution's output before the max (filters * L, twice for
+    its gradient), 6 per unit and highway layer (H, gates, output and gradients), 10 per
+    unit and LSTM layer (four gates, c, tanh c, h and gradients), 3 per word of the
+    vocabulary (logits, softmax, gradient); plus 3 copies of the parameters (weights,
+    gradients, update)."""
+    cnn, words = model.cnn, steps * batch
+    length = model.cnn_input_length
+    per_word = (2 * length * cnn.embed.weight.shape[1] + 2 * length * cnn.out_features
+                + 6 * cnn.out_features * len(model.highways)
+                + 10 * model.lstm.hidden_size * model.lstm.num_layers
+                + 3 * model.decoder.weight.shape[0])
+    return itemsize * (words * per_word + 3 * count_parameters(model))
