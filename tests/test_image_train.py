@@ -103,8 +103,12 @@ def test_resume_refuses_a_different_arch(folder, tmp_path):
 
 
 def test_batch_larger_than_the_split_is_a_clear_error(folder, tmp_path):
-    with pytest.raises(SystemExit, match="batch_size 128 > 72 items"):
+    with pytest.raises(SystemExit, match="--batch-size 128 is more than the 72 images of "
+                                         "train/ .*: use a smaller --batch-size$"):
         train_image.main(["--data", str(folder), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="more than the 10 images .* or a larger --limit$"):
+        train_image.main(["--data", str(folder), "--out", str(tmp_path / "o"), "--device", "cpu",
+                          "--limit", "10"])
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
@@ -143,3 +147,162 @@ def test_topk_errors_counts_labels_outside_the_k_largest():
                        [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5],    # label 1: 7th of 7
                        [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5]])   # label 6: 2nd
     assert train_image.topk_errors(logits, np.array([1, 1, 6])) == [2, 1]
+
+
+# ---- bad inputs: one clear line each ----------------------------------------------------------
+def _error(capsys_or_none, *argv):
+    """The SystemExit message of train.image.main(argv), checked to be one line."""
+    with pytest.raises(SystemExit) as info:
+        train_image.main(list(argv))
+    message = str(info.value.code)
+    assert "\n" not in message and message.startswith("error: ")
+    return message
+
+
+def _cpu(folder, out, *extra):
+    return ["--data", str(folder), "--out", str(out), "--device", "cpu", "--workers", "1",
+            "--batch-size", "12", *extra]
+
+
+@pytest.mark.parametrize("arch, name", [("resnet20", "cat/x.png"), ("resnet50", "x.jpg")])
+def test_unreadable_image_is_named_with_the_skip_bad_hint(folder, tmp_path, arch, name):
+    bad = folder / "train" / "class1" / name.split("/")[-1]
+    bad.write_text("not an image")
+    message = _error(None, "--arch", arch, *_cpu(folder, tmp_path / "run"))
+    assert str(bad) in message and "rerun with --skip-bad" in message
+
+
+def test_truncated_jpeg_found_before_training(folder, tmp_path):
+    path = folder / "val" / "class2" / "t.jpg"
+    Image.fromarray(np.zeros((250, 300, 3), np.uint8) + 90).save(path, "JPEG")
+    path.write_bytes(path.read_bytes()[:-300])
+    message = _error(None, "--arch", "resnet50", *_cpu(folder, tmp_path / "run"))
+    assert f"{path}: not a readable image" in message and "truncated" in message
+
+
+def test_skip_bad_leaves_files_out_and_says_how_many(folder, tmp_path, capsys):
+    (folder / "train" / "class0" / "bad.png").write_bytes(b"\x89PNG nothing else")
+    (folder / "val" / "class1" / "bad.jpg").write_text("")
+    (folder / "val" / "class2" / "bad2.jpg").write_text("")
+    train_image.main(_cpu(folder, tmp_path / "run", "--skip-bad", "--max-steps", "1"))
+    out = capsys.readouterr().out
+    assert "--skip-bad: left out 1 unreadable files of train/ and 2 of val/" in out
+    assert "72 train / 24 val images" in out
+
+
+def test_image_failing_mid_training_is_one_line(folder, tmp_path, monkeypatch):
+    real = train_image.BatchLoader._make
+    calls = {"n": 0}
+
+    def damaged(self, epoch, k, indices):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise train_image.BadImageError("/data/train/c/7.bmp: cannot decode as an image")
+        return real(self, epoch, k, indices)
+    monkeypatch.setattr(train_image.BatchLoader, "_make", damaged)
+    message = _error(None, *_cpu(folder, tmp_path / "run", "--checkpoint-every", "1"))
+    assert message.startswith("error: /data/train/c/7.bmp: cannot decode as an image; the last "
+                              "good checkpoint is kept in")
+    assert "--skip-bad" in message
+
+
+def test_limit_uses_n_evenly_spaced_images_of_each_split(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_image.main(_cpu(folder, out, "--limit", "12", "--batch-size", "6", "--epochs", "1"))
+    assert "12 train / 12 val images, 3 classes" in capsys.readouterr().out
+    _, _, meta = serialize.load_checkpoint(out / "last.npz")
+    assert meta["limit"] == 12 and meta["batch_size"] == 6
+    assert meta["data"] == str(folder.resolve())
+
+
+@pytest.mark.parametrize("argv", [["--limit", "0"], ["--limit", "-3"]])
+def test_limit_must_be_positive(argv, capsys):
+    with pytest.raises(SystemExit):
+        train_image.parse_args(argv)
+    assert "--limit must be at least 1" in capsys.readouterr().err
+
+
+def test_different_classes_in_train_and_val_are_named(folder, tmp_path):
+    (folder / "val" / "class2").rename(folder / "val" / "zebra")
+    message = _error(None, *_cpu(folder, tmp_path / "run"))
+    assert ("train/ and val/ hold different classes (3 and 3): only in train/: class2; "
+            "only in val/: zebra") in message
+
+
+def test_images_of_another_size_suggest_a_cli_remedy(folder, tmp_path):
+    Image.new("RGB", (1, 1)).save(folder / "train" / "class1" / "tiny.png")
+    message = _error(None, *_cpu(folder, tmp_path / "run"))
+    assert "class1/tiny.png: is 1x1 but" in message and "is 32x32" in message
+    assert "--arch resnet50" in message and "preset" not in message
+
+
+@pytest.mark.parametrize("change, expected", [
+    (["--batch-size", "6"], "--batch-size 6 differs from the run's --batch-size 12"),
+    (["--limit", "30"], "--limit 30 differs from the run's --limit (not given)"),
+])
+def test_resume_refuses_other_batches(folder, tmp_path, change, expected):
+    out = tmp_path / "run"
+    train_image.main(_cpu(folder, out, "--max-steps", "1"))
+    message = _error(None, *_cpu(folder, out, "--resume", *change))
+    assert expected in message and message.startswith("error: --resume: ")
+
+
+def test_resume_refuses_other_data_or_classes(folder, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    train_image.main(_cpu(folder, out, "--max-steps", "1", "--limit", "30"))
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    message = _error(None, *_cpu(copy, out, "--resume", "--limit", "30"))
+    assert f"--data {copy.resolve()} differs from the run's --data {folder.resolve()}" in message
+    for split in ("train", "val"):
+        (folder / split / "class0").rename(folder / split / "apple")
+    message = _error(None, *_cpu(folder, out, "--resume", "--limit", "30"))
+    assert ("the image classes of --data differ from the run's: only in the run: class0; "
+            "only in --data: apple") in message
+
+
+def test_resume_of_a_checkpoint_without_the_data_keys(folder, tmp_path):
+    out = tmp_path / "run"
+    train_image.main(_cpu(folder, out, "--max-steps", "1"))
+    model, optimizer, meta = serialize.load_checkpoint(out / "last.npz")
+    for key in ("data", "batch_size", "limit"):      # as written before they were recorded
+        del meta[key]
+    serialize.save_checkpoint(out / "last.npz", model, optimizer, meta)
+    train_image.main(_cpu(folder, out, "--resume", "--max-steps", "2", "--batch-size", "6"))
+
+
+def test_batch_too_large_for_memory_is_refused(folder, tmp_path, monkeypatch):
+    from train import runs
+    monkeypatch.setattr(runs, "available_memory_bytes", lambda: 2**20)   # 1 MiB left
+    message = _error(None, *_cpu(folder, tmp_path / "run"))
+    assert "--batch-size 12" in message and "0.0 GiB of memory is available" in message
+
+
+def test_memory_estimate_covers_the_measured_peak():
+    """train.memory's estimate lies between the peak tracemalloc sees in a training step of
+    resnet20 and three times that."""
+    import tracemalloc
+    import tinyhw
+    import tinyhw.functional as F
+    from nets import build_image_net
+    from tinyhw import optim
+    from train.memory import training_bytes
+    tinyhw.manual_seed(0)
+    model = build_image_net("resnet20", 10)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    model.eval()
+    estimate = training_bytes(lambda: model(tinyhw.Tensor(x[:1])), 1, 16, model.parameters())
+    model.train()
+    resident = sum(p.data.nbytes for p in model.parameters())
+    tracemalloc.start()
+    try:
+        loss = F.cross_entropy(model(tinyhw.Tensor(x)), tinyhw.Tensor(np.arange(16) % 10))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        peak = tracemalloc.get_traced_memory()[1] + resident
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate <= 3 * peak

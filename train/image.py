@@ -18,6 +18,11 @@ optimizer, position and random state, written atomically at each epoch end and e
 --checkpoint-every steps; --resume continues from it exactly) and best.npz (the model with the
 lowest val top-1 error). A NaN or infinite loss stops the run and keeps the last good checkpoint.
 The last line printed gives the final val errors.
+
+Every image file is checked before training: a file Pillow cannot read is an error naming it,
+or with --skip-bad is left out (the run says how many, per split). --limit N trains and scores
+on N images of each split, evenly spaced over the sorted files so every class appears: a quick
+smoke run. A --batch-size whose training step cannot fit in memory is refused up front.
 """
 import argparse
 import math
@@ -29,15 +34,17 @@ from tqdm import tqdm
 
 import tinyhw
 import tinyhw.functional as F
-from data.images import BatchLoader, find_image_root, image_dataset
+from data.images import (BadImageError, BatchLoader, ImageSizeError, find_image_root,
+                         image_dataset)
 from nets import ARCHS, build_image_net, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments,
                         append_metrics, check_run_arguments, checkpoint_note, choose_device,
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
-                        remember_command, require_at_least_one, resume, run_final_pass,
-                        train_epochs)
+                        remember_command, require_at_least_one, require_memory, resume,
+                        run_final_pass, train_epochs)
+from train.memory import gpu_free_bytes, training_bytes
 
 CHECKPOINT_KIND = "train.image"
 
@@ -72,13 +79,19 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many training steps in all (default: no limit)")
     p.add_argument("--workers", type=int, default=2, help="loader threads (default 2)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only N images of train/ and N of val/, evenly spaced over the "
+                        "sorted files so every class appears (smoke runs; default: all)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out image files Pillow cannot read, and say how many (default: "
+                        "such a file is an error)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to compute (default auto: the GPU when one is usable)")
     p.add_argument("--out", default=None, help="run folder (default runs/image_<arch>[_nobn])")
     add_run_arguments(p, checkpoint_every=200)
     args = p.parse_args(argv)
-    require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps"))
+    require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps", "limit"))
     if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
     check_run_arguments(p, args)
@@ -141,7 +154,28 @@ class Trainer:
         meta = {k: getattr(self, k) for k in keys}
         meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
                     rng=tinyhw.random.get_state(), kind=CHECKPOINT_KIND)
+        meta.update(self._data_meta())
         return meta
+
+    def _data_meta(self):
+        """What fixes the batches a resumed run must see again: the data folder (resolved),
+        --batch-size and --limit (classes are in the meta already)."""
+        return {"data": str(Path(self.train_loader.dataset.root).resolve()),
+                "batch_size": self.args.batch_size, "limit": self.args.limit}
+
+    def _check_same_data(self, meta):
+        """ValueError naming the flag and both values when the checkpoint's run read other
+        data or batches; a key an older checkpoint lacks is not checked."""
+        for flag, key in (("--data", "data"), ("--batch-size", "batch_size"),
+                          ("--limit", "limit")):
+            given = self._data_meta()[key]
+            if key in meta and meta[key] != given:
+                raise ValueError(f"{flag} {_shown(given)} differs from the run's {flag} "
+                                 f"{_shown(meta[key])}: resume with the same {flag}")
+        classes = self.train_loader.dataset.classes
+        if "classes" in meta and list(meta["classes"]) != classes:
+            raise ValueError("the image classes of --data differ from the run's: " +
+                             class_difference(meta["classes"], classes, "the run", "--data"))
 
     def save(self, path):
         serialize.save_checkpoint(path, self.model.state_dict(), self.opt.state_dict(),
@@ -154,6 +188,7 @@ class Trainer:
         if (meta["arch"], meta["bn"]) != (self.args.arch, self.args.bn):
             raise SystemExit(f"--resume: {path} holds an --arch {meta['arch']} run with "
                              f"bn={meta['bn']}, not --arch {self.args.arch} bn={self.args.bn}")
+        self._check_same_data(meta)
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(optim_state)
         for key in ("epoch", "batch", "step", "history", "best_top1", "epoch_loss",
@@ -235,16 +270,69 @@ class Trainer:
         self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
 
 
+def _shown(value):
+    return "(not given)" if value is None else value
+
+
+def class_difference(a, b, a_name, b_name, shown=5):
+    """'only in <a_name>: x, y; only in <b_name>: z' for two lists of class names (the first
+    `shown` of each)."""
+    parts = []
+    for name, mine, other in ((a_name, a, b), (b_name, b, a)):
+        only = sorted(set(mine) - set(other))
+        if only:
+            more = f" and {len(only) - shown} more" if len(only) > shown else ""
+            parts.append(f"only in {name}: {', '.join(only[:shown])}{more}")
+    return "; ".join(parts) or "the same names in another order"
+
+
+def _split(root, split, preset, args):
+    """One split's dataset, its errors worded for the command line."""
+    try:
+        return image_dataset(root, split, preset=preset, train=split == "train",
+                             skip_bad=args.skip_bad, limit=args.limit)
+    except BadImageError as e:
+        raise ValueError(f"{e}; rerun with --skip-bad to leave unreadable files out") from None
+    except ImageSizeError as e:   # the API's advice names a preset, which --arch chooses here
+        raise ValueError(
+            f"{e.problem}: CIFAR nets (--arch {args.arch}) stack images of one size; resize "
+            f"them, or train a 50-layer net (--arch {', '.join(IMAGENET_ARCHS)}), which crops "
+            "and resizes every image to 224x224") from None
+
+
 def load_data(args):
+    """(root, train set, val set) of --data for --arch's preset; ValueError or
+    FileNotFoundError with a one-line message."""
     preset = preset_of(args.arch)
     root = Path(args.data) if args.data else find_image_root(
         "cifar10" if preset == "cifar" else "imagenette-224-mini")
-    train_set = image_dataset(root, "train", preset=preset, train=True)
-    val_set = image_dataset(root, "val", preset=preset, train=False)
+    train_set = _split(root, "train", preset, args)
+    val_set = _split(root, "val", preset, args)
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes "
-                         f"({len(train_set.classes)} and {len(val_set.classes)})")
+                         f"({len(train_set.classes)} and {len(val_set.classes)}): " +
+                         class_difference(train_set.classes, val_set.classes, "train/", "val/"))
+    if len(train_set) < args.batch_size:   # drop_last: no training batch at all
+        more = " or a larger --limit" if args.limit is not None else ""
+        raise ValueError(f"--batch-size {args.batch_size} is more than the {len(train_set)} "
+                         f"images of train/ (an epoch drops the last, incomplete batch): use a "
+                         f"smaller --batch-size{more}")
+    if args.skip_bad:
+        print(f"--skip-bad: left out {train_set.skipped} unreadable files of train/ and "
+              f"{val_set.skipped} of val/", flush=True)
     return root, train_set, val_set
+
+
+def require_step_memory(trainer):
+    """Exit with one line when a training step of --batch-size images cannot fit in the
+    memory of the device (train.memory's estimate, from the graph of one real image)."""
+    a, model = trainer.args, trainer.model
+    x, _ = trainer.train_loader.dataset.batch(np.arange(1), np.random.default_rng(0))
+    x = tinyhw.Tensor(to_device(x, trainer.device))
+    model.eval()    # no running-statistics update, no random draw
+    need = training_bytes(lambda: model(x), 1, a.batch_size, model.parameters())
+    require_memory(need, f"--arch {a.arch} --batch-size {a.batch_size}",
+                   gpu_free_bytes() if trainer.device == "gpu" else None)
 
 
 def main(argv=None):
@@ -260,6 +348,7 @@ def main(argv=None):
         trainer = Trainer(args, train_set, val_set, device)
     except ValueError as e:   # e.g. a --batch-size larger than the training split
         raise SystemExit(f"error: {e}") from None
+    require_step_memory(trainer)
     if args.resume:
         resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
     record_command(args)
@@ -267,8 +356,12 @@ def main(argv=None):
           f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
           f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}; "
           f"out {args.out}", flush=True)
-    train_epochs(trainer, args)
-    return run_final_pass(args, lambda: finish(trainer, args))
+    try:
+        train_epochs(trainer, args)
+        return run_final_pass(args, lambda: finish(trainer, args))
+    except BadImageError as e:   # a file damaged since the check, or one it cannot see into
+        fail(f"{e}; {checkpoint_note(args.out)}. Rerun with --skip-bad (and --resume to "
+             "continue) to replace unreadable files")
 
 
 def finish(trainer, args):
