@@ -306,3 +306,15 @@ def test_memory_estimate_covers_the_measured_peak():
     finally:
         tracemalloc.stop()
     assert peak <= estimate <= 3 * peak
+
+
+def test_evaluation_shows_a_progress_bar_that_goes_away(folder, capsys):
+    from data.images import image_dataset
+    from nets import build_image_net
+    val = image_dataset(folder, "val", preset="cifar", train=False, cache_dir=False)
+    loader = train_image.BatchLoader(val, 8, shuffle=False, drop_last=False, workers=0)
+    scores = train_image.evaluate(build_image_net("resnet20", 3), loader, "cpu")
+    assert set(scores) == {"loss", "top1_err", "top5_err"}
+    err = capsys.readouterr().err
+    assert "val: " in err and "0/3" in err
+    assert err.rstrip("\r").split("\r")[-1].strip() == ""       # leave=False: cleared at the end
