@@ -1,13 +1,10 @@
-"""conv2d and conv1d: gradient checks, a loop reference, torch cross-checks, argument errors.
+"""conv2d and conv1d: the reference route against the definition and finite differences,
+every fast route against the reference, torch cross-checks, argument errors.
 
-The shifted route (every kernel but 1x1 without padding, any stride) cuts the batch into
-chunks of images and computes dW either as one GEMM on stacked column shifts or as one GEMM
-per column shift (few channels); the `variant(...)` context forces each combination, so the
-Hypothesis strategies, which draw small shapes, reach all of them.
+Routes are forced with `tinyhw.ops.fast.use` (see tinyhw/ops/conv.py). With
+conv_chunk_bytes=1 the shifted routes take one image per chunk, so the small shapes that
+Hypothesis draws run through several chunks too.
 """
-import contextlib
-from unittest import mock
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,23 +12,13 @@ from hypothesis import strategies as st
 
 import tinyhw
 from tinyhw.gradcheck import gradcheck
-from tinyhw.ops import conv_shifted
-from tinyhw.ops import window
+from tinyhw.ops import conv, fast
 from tinyhw.ops.conv import conv1d, conv2d
+from tinyhw.ops.fast import flat_grid
 from tests.strategies import arrays, conv1d_geometry, conv2d_geometry
 
-# (images per chunk or None for the size-based default, dW per column offset?)
-VARIANTS = [(None, True), (None, False), (1, True), (2, False)]
-
-
-@contextlib.contextmanager
-def variant(images, per_offset):
-    """Force the shifted route's chunk size (None: by size) and its form of dW."""
-    chunking = window.images_per_chunk if images is None else \
-        (lambda n, bytes_per_image: min(n, images))
-    with mock.patch.object(window, "images_per_chunk", chunking), \
-            mock.patch.object(conv_shifted, "_PER_OFFSET_MAX_CHANNELS", 10**9 if per_offset else 0):
-        yield
+FAST_ROUTES = [r for r in conv.ROUTES if r != "reference"]
+TOLERANCE = {np.float64: 1e-11, np.float32: 1e-5}   # relative, to the result's largest entry
 
 
 def conv2d_loop(x, w, b, stride, padding):
@@ -63,123 +50,241 @@ def pair_of(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-# Fixed geometries that exercise both routes (pointwise; shifted at stride 1 and on the phases
-# of a stride, including a kernel shorter than the stride, whose skipped phases get no
-# gradient), padding beyond kernel - 1 and asymmetric hyper-parameters.
-ROUTES = [
-    dict(x_shape=(2, 3, 5, 4), w_shape=(4, 3, 1, 1), stride=1, padding=0),         # pointwise
-    dict(x_shape=(2, 3, 5, 6), w_shape=(2, 3, 1, 1), stride=(2, 3), padding=0),    # pointwise
-    dict(x_shape=(2, 3, 5, 5), w_shape=(4, 3, 3, 3), stride=1, padding=1),         # shifted
-    dict(x_shape=(1, 2, 3, 4), w_shape=(3, 2, 2, 3), stride=1, padding=(3, 4)),    # shifted
-    dict(x_shape=(2, 2, 6, 7), w_shape=(3, 2, 3, 2), stride=(2, 1), padding=(1, 0)),  # phases
-    dict(x_shape=(1, 2, 4, 4), w_shape=(2, 2, 1, 1), stride=2, padding=1),         # phases
-    dict(x_shape=(2, 1, 9, 8), w_shape=(2, 1, 7, 7), stride=3, padding=3),         # phases
-    dict(x_shape=(2, 2, 7, 9), w_shape=(3, 2, 2, 1), stride=(3, 2), padding=(2, 1)),  # phases
-]
+def pointwise_applies(w_shape, padding):
+    return all(k == 1 for k in w_shape[2:]) and all(p == 0 for p in np.atleast_1d(padding))
 
 
-@given(geometry=conv2d_geometry(), with_bias=st.booleans(), form=st.sampled_from(VARIANTS),
-       data=st.data())
-def test_conv2d_gradcheck(geometry, with_bias, form, data):
+def run(op, route, x, w, b, stride, padding, dy, needs=(True, True, True), chunk_bytes=None):
+    """op's output and the gradients of (x, w, b) (None where not needed) on a forced route."""
+    leaves = [None if a is None else tinyhw.Tensor(a, requires_grad=n)
+              for a, n in zip((x, w, b), needs)]
+    with fast.use(**{op.__name__: route}, conv_chunk_bytes=chunk_bytes):
+        y = op(*leaves, stride=stride, padding=padding)
+        if y.requires_grad:
+            y.backward(dy)
+    return [y.numpy()] + [None if t is None else t.grad for t in leaves]
+
+
+def assert_same(got, want, dtype):
+    """Equal up to the order of floating-point sums."""
+    for g, r in zip(got, want):
+        if r is None:
+            assert g is None
+            continue
+        assert g.dtype == r.dtype == dtype
+        tol = TOLERANCE[dtype]
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol * max(1.0, np.abs(r).max()))
+
+
+# ---- the reference ---------------------------------------------------------------------------
+
+@given(geometry=conv2d_geometry(), with_bias=st.booleans(), data=st.data())
+def test_conv2d_reference_gradcheck_and_loop(geometry, with_bias, data):
     x = data.draw(arrays(geometry["x_shape"]))
     w = data.draw(arrays(geometry["w_shape"]))
     b = data.draw(arrays((geometry["w_shape"][0],))) if with_bias else None
     stride, padding = geometry["stride"], geometry["padding"]
-    with variant(*form):
+    with fast.use("reference"):
+        y = conv2d(x, w, b, stride=stride, padding=padding)
+        np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, stride, padding), atol=1e-12)
         assert gradcheck(lambda x, w, b: conv2d(x, w, b, stride=stride, padding=padding),
                          [x, w, b])
 
 
-@given(geometry=conv2d_geometry(), form=st.sampled_from(VARIANTS), data=st.data())
-def test_conv2d_matches_loop(geometry, form, data):
-    x, w = data.draw(arrays(geometry["x_shape"])), data.draw(arrays(geometry["w_shape"]))
-    b = data.draw(arrays((geometry["w_shape"][0],)))
-    with variant(*form):
-        y = conv2d(x, w, b, stride=geometry["stride"], padding=geometry["padding"])
-    np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, geometry["stride"],
-                                                      pair_of(geometry["padding"])), atol=1e-12)
-
-
-@pytest.mark.parametrize("geometry", ROUTES)
-def test_conv2d_routes_gradcheck_and_loop(geometry, rng):
-    x, w = rng.standard_normal(geometry["x_shape"]), rng.standard_normal(geometry["w_shape"])
-    b = rng.standard_normal(geometry["w_shape"][0])
-    stride, padding = pair_of(geometry["stride"]), pair_of(geometry["padding"])
-    y = conv2d(x, w, b, stride=stride, padding=padding)
-    np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, stride, padding), atol=1e-12)
-    assert gradcheck(lambda x, w, b: conv2d(x, w, b, stride=stride, padding=padding), [x, w, b],
-                     n_directions=4)
-
-
-def test_conv2d_full_gradcheck():
+def test_conv2d_reference_full_gradcheck():
     r = np.random.default_rng(7)
     x, w, b = r.standard_normal((2, 2, 3, 3)), r.standard_normal((2, 2, 2, 2)), r.standard_normal(2)
-    assert gradcheck(lambda x, w, b: conv2d(x, w, b, padding=1), [x, w, b], mode="full")
+    with fast.use("reference"):
+        assert gradcheck(lambda x, w, b: conv2d(x, w, b, stride=(2, 1), padding=1), [x, w, b],
+                         mode="full")
 
 
-@pytest.mark.parametrize("geometry", ROUTES)
-def test_conv2d_matches_torch(geometry, rng):
+@given(geometry=conv1d_geometry(), with_bias=st.booleans(), data=st.data())
+def test_conv1d_reference_gradcheck_and_loop(geometry, with_bias, data):
+    x = data.draw(arrays(geometry["x_shape"]))
+    w = data.draw(arrays(geometry["w_shape"]))
+    b = data.draw(arrays((geometry["w_shape"][0],))) if with_bias else None
+    stride, padding = geometry["stride"], geometry["padding"]
+    with fast.use(conv1d="reference"):
+        y = conv1d(x, w, b, stride=stride, padding=padding)
+        np.testing.assert_allclose(y.numpy(), conv1d_loop(x, w, b, stride, padding), atol=1e-12)
+        assert gradcheck(lambda x, w, b: conv1d(x, w, b, stride=stride, padding=padding),
+                         [x, w, b])
+
+
+# ---- every route equals the reference ---------------------------------------------------------
+
+@st.composite
+def route_case(draw, geometry):
+    """A geometry, a fast route that can run it, the dtype, which of (x, w, b) need a gradient
+    (b drawn as absent too), the chunk budget of the shifted routes, and the arrays."""
+    g = draw(geometry)
+    routes = [r for r in FAST_ROUTES if r != "pointwise" or pointwise_applies(g["w_shape"],
+                                                                                g["padding"])]
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    with_bias = draw(st.booleans())
+    needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(any))
+    x, w = draw(arrays(g["x_shape"])), draw(arrays(g["w_shape"]))
+    b = draw(arrays((g["w_shape"][0],))) if with_bias else None
+    return dict(route=draw(st.sampled_from(routes)), dtype=dtype, needs=needs,
+                chunk_bytes=draw(st.sampled_from([1, 600, None])),
+                arrays=[None if a is None else a.astype(dtype) for a in (x, w, b)],
+                stride=g["stride"], padding=g["padding"], seed=draw(st.integers(0, 2**32 - 1)))
+
+
+def check_route_against_reference(op, case):
+    x, w, b = case["arrays"]
+    stride, padding, dtype = case["stride"], case["padding"], case["dtype"]
+    with fast.use(**{op.__name__: "reference"}):
+        y_shape = op(x, w, b, stride=stride, padding=padding).shape
+    dy = np.random.default_rng(case["seed"]).uniform(-1, 1, y_shape).astype(dtype)
+    want = run(op, "reference", x, w, b, stride, padding, dy, case["needs"])
+    got = run(op, case["route"], x, w, b, stride, padding, dy, case["needs"],
+              case["chunk_bytes"])
+    assert_same(got, want, dtype)
+
+
+@given(route_case(st.one_of(conv2d_geometry(), conv2d_geometry(max_kernel=1, max_padding=0))))
+def test_conv2d_routes_match_reference(case):
+    check_route_against_reference(conv2d, case)
+
+
+@given(route_case(st.one_of(conv1d_geometry(), conv1d_geometry(max_kernel=1, max_padding=0))))
+def test_conv1d_routes_match_reference(case):
+    check_route_against_reference(conv1d, case)
+
+
+# Fixed geometries that exercise every route (pointwise, also strided; shifted at stride 1 and
+# on the phases of a stride, including a kernel shorter than the stride, whose skipped phases
+# get no gradient), padding beyond kernel - 1 and asymmetric hyper-parameters.
+GEOMETRIES = [
+    dict(x_shape=(2, 3, 5, 4), w_shape=(4, 3, 1, 1), stride=1, padding=0),
+    dict(x_shape=(2, 3, 5, 6), w_shape=(2, 3, 1, 1), stride=(2, 3), padding=0),
+    dict(x_shape=(2, 3, 5, 5), w_shape=(4, 3, 3, 3), stride=1, padding=1),
+    dict(x_shape=(1, 2, 3, 4), w_shape=(3, 2, 2, 3), stride=1, padding=(3, 4)),
+    dict(x_shape=(2, 2, 6, 7), w_shape=(3, 2, 3, 2), stride=(2, 1), padding=(1, 0)),
+    dict(x_shape=(1, 2, 4, 4), w_shape=(2, 2, 1, 1), stride=2, padding=1),
+    dict(x_shape=(2, 1, 9, 8), w_shape=(2, 1, 7, 7), stride=3, padding=3),
+    dict(x_shape=(2, 2, 7, 9), w_shape=(3, 2, 2, 1), stride=(3, 2), padding=(2, 1)),
+]
+
+
+@pytest.mark.parametrize("route", conv.ROUTES)
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv2d_routes_match_torch(geometry, route, rng):
     torch = pytest.importorskip("torch")
+    if route == "pointwise" and not pointwise_applies(geometry["w_shape"],
+                                                      pair_of(geometry["padding"])):
+        pytest.skip("pointwise runs 1x1 kernels without padding only")
     x, w = rng.standard_normal(geometry["x_shape"]), rng.standard_normal(geometry["w_shape"])
     b = rng.standard_normal(geometry["w_shape"][0])
-    ours = [leaf(a) for a in (x, w, b)]
     theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    y = conv2d(*ours, stride=geometry["stride"], padding=geometry["padding"])
     t = torch.nn.functional.conv2d(*theirs, stride=geometry["stride"], padding=geometry["padding"])
-    g = rng.standard_normal(y.shape)
-    y.backward(g)
+    g = rng.standard_normal(t.shape)
     t.backward(torch.tensor(g))
-    np.testing.assert_allclose(y.numpy(), t.detach().numpy(), atol=1e-12)
-    for a, ta in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad, ta.grad.numpy(), atol=1e-12)
+    ours = run(conv2d, route, x, w, b, geometry["stride"], geometry["padding"], g)
+    want = [t.detach().numpy()] + [a.grad.numpy() for a in theirs]
+    for a, ta in zip(ours, want):
+        np.testing.assert_allclose(a, ta, atol=1e-12)
 
 
-@pytest.mark.parametrize("form", VARIANTS)
+@pytest.mark.parametrize("route", ["shifted", "shifted-per-offset"])
 @pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False),
                                    (False, False, True)])
-def test_shifted_route_chunks_match_torch(form, needs, rng):
-    """Several chunks with a short last one (5 images, 2 per chunk), both forms of dW, every
-    subset of gradients; 3x3 'same', an asymmetric kernel with padding beyond it, and the
-    strided convs of a ResNet's stage changes (3x3 stride 2, 1x1 stride 2 with padding)."""
-    torch = pytest.importorskip("torch")
+def test_shifted_routes_in_chunks_match_reference(route, needs, rng):
+    """Several chunks with a short last one (5 images, one per chunk), every subset of
+    gradients; 3x3 'same', an asymmetric kernel with padding beyond it, and the strided convs
+    of a ResNet's stage changes (3x3 stride 2, 1x1 stride 2 with padding)."""
     for w_shape, stride, padding in [((4, 3, 3, 3), 1, 1), ((2, 3, 2, 3), 1, (3, 0)),
                                      ((4, 3, 3, 3), 2, 1), ((4, 3, 1, 1), 2, 1),
                                      ((2, 3, 3, 2), (2, 3), (0, 1))]:
         x = rng.standard_normal((5, 3, 6, 7))
         w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-        ours = [tinyhw.Tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
-        theirs = [torch.tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
-        with variant(*form):
-            y = conv2d(*ours, stride=stride, padding=padding)
-            g = rng.standard_normal(y.shape)
-            y.backward(g)
-        t = torch.nn.functional.conv2d(*theirs, stride=stride, padding=padding)
-        t.backward(torch.tensor(g))
-        np.testing.assert_allclose(y.numpy(), t.detach().numpy(), atol=1e-12)
-        for a, ta, n in zip(ours, theirs, needs):
-            assert (a.grad is not None) == n
-            if n:
-                np.testing.assert_allclose(a.grad, ta.grad.numpy(), atol=1e-11)
+        dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
+        want = run(conv2d, "reference", x, w, b, stride, padding, dy, needs)
+        for chunk_bytes in (1, None):
+            got = run(conv2d, route, x, w, b, stride, padding, dy, needs, chunk_bytes)
+            assert_same(got, want, np.float64)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (1, 0)])
+def test_default_chunks_match_reference(stride, padding, rng):
+    """Images large enough that the default budget cuts a batch of 5 into chunks."""
+    side = 40 if stride == 1 else 64
+    x, w = rng.standard_normal((5, 8, side, side)), rng.standard_normal((8, 8, 3, 3))
+    rows = 3 * 8 if stride == 1 else 6 * 8      # X's rows per image: column shifts x channels
+    grid = flat_grid.FlatGrid(np, x.shape, (3, 3), (stride,) * 2, (padding,) * 2, rows, 8)
+    assert 1 < grid.images < 5
+    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
+    want = run(conv2d, "reference", x, w, None, stride, padding, dy)
+    for route in ("shifted", "shifted-per-offset"):
+        assert_same(run(conv2d, route, x, w, None, stride, padding, dy), want, np.float64)
 
 
 def test_chunk_size_follows_the_budget():
     """CIFAR's first stage: 16 channels of 32x32 give several images per chunk, and no chunk
     is larger than the budget unless it holds a single image."""
-    grid = window.FlatGrid(np, (128, 16, 32, 32), (3, 3), (1, 1), (1, 1), 48, 4)
-    assert 1 < grid.images < 128 and 48 * grid.size * 4 <= window.CHUNK_BYTES
-    big = window.FlatGrid(np, (8, 64, 56, 56), (3, 3), (1, 1), (1, 1), 192, 4)
+    grid = flat_grid.FlatGrid(np, (128, 16, 32, 32), (3, 3), (1, 1), (1, 1), 48, 4)
+    assert 1 < grid.images < 128 and 48 * grid.size * 4 <= flat_grid.CHUNK_BYTES
+    big = flat_grid.FlatGrid(np, (8, 64, 56, 56), (3, 3), (1, 1), (1, 1), 192, 4)
     assert big.images == 1
+    with fast.use(conv_chunk_bytes=1):
+        assert flat_grid.FlatGrid(np, (128, 16, 32, 32), (3, 3), (1, 1), (1, 1), 48, 4).images == 1
 
+
+# ---- which route runs ------------------------------------------------------------------------
+
+def test_choose_route():
+    assert conv.choose_route((4, 3, 1, 1), (0, 0)) == "pointwise"
+    assert conv.choose_route((4, 3, 1, 1), (1, 1)) == "shifted-per-offset"
+    assert conv.choose_route((16, 16, 3, 3), (1, 1)) == "shifted-per-offset"
+    assert conv.choose_route((64, 64, 3, 3), (1, 1)) == "shifted"
+    assert conv.choose_route((64, 17, 1, 3), (0, 0)) == "shifted"
+
+
+def test_use_forces_a_route_only_inside_its_block(rng):
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    assert fast.forced_route("conv2d") is None
+    with fast.use("reference"):
+        assert fast.forced_route("conv2d") == fast.forced_route("batch_norm") == "reference"
+        with fast.use(conv2d="shifted"):
+            assert fast.forced_route("conv2d") == "shifted"
+            assert fast.forced_route("conv1d") == "reference"
+        with fast.use(conv2d="pointwise"):
+            with pytest.raises(ValueError, match=r"conv2d: route 'pointwise' needs a 1x1 kernel "
+                                                 r"without padding, got kernel \(3, 3\)"):
+                conv2d(x, w)
+    assert fast.forced_route("conv2d") is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(conv3d="reference"), r"fast.use: unknown op 'conv3d'"),
+    (dict(conv2d="winograd"), r"fast.use: conv2d has no route 'winograd'; its routes: "
+                              r"\('reference', 'pointwise', 'shifted', 'shifted-per-offset'\)"),
+    (dict(default="shifted"), r"fast.use: 'shifted' is not a route of every op"),
+    (dict(conv_chunk_bytes=0), r"fast.use: conv_chunk_bytes: expected a positive int, got 0"),
+])
+def test_use_rejects_unknown_routes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        with fast.use(**kwargs):
+            pass
+
+
+# ---- dtypes, layouts, partial gradients, shared buffers ---------------------------------------
 
 def test_conv2d_float32_keeps_dtype_and_layout(rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    for stride, padding in [(1, 1), (2, 1), (1, 0)]:
-        xt, wt = leaf(x), leaf(w)
-        y = conv2d(xt, wt, stride=stride, padding=padding)
-        y.backward(np.ones(y.shape, np.float32))
-        assert y.dtype == xt.grad.dtype == wt.grad.dtype == np.float32
-        assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
+    for route in conv.ROUTES:
+        cases = [(w[:, :, :1, :1], 1, 0), (w[:, :, :1, :1], 2, 0)] if route == "pointwise" \
+            else [(w, 1, 1), (w, 2, 1), (w, 1, 0)]
+        for kernel, stride, padding in cases:
+            xt, wt = leaf(x), leaf(kernel)
+            with fast.use(conv2d=route):
+                y = conv2d(xt, wt, stride=stride, padding=padding)
+                y.backward(np.ones(y.shape, np.float32))
+            assert y.dtype == xt.grad.dtype == wt.grad.dtype == np.float32
+            assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
 
 
 @pytest.mark.parametrize("needs", [(True, False), (False, True)])
@@ -192,17 +297,6 @@ def test_conv2d_gradient_of_one_operand_only(needs, rng):
         y.sum().backward()
         assert (xt.grad is not None) == needs[0] and (wt.grad is not None) == needs[1]
         np.testing.assert_allclose(y.numpy(), wide.numpy())
-
-
-@given(geometry=conv1d_geometry(), with_bias=st.booleans(), data=st.data())
-def test_conv1d_gradcheck_and_loop(geometry, with_bias, data):
-    x = data.draw(arrays(geometry["x_shape"]))
-    w = data.draw(arrays(geometry["w_shape"]))
-    b = data.draw(arrays((geometry["w_shape"][0],))) if with_bias else None
-    stride, padding = geometry["stride"], geometry["padding"]
-    y = conv1d(x, w, b, stride=stride, padding=padding)
-    np.testing.assert_allclose(y.numpy(), conv1d_loop(x, w, b, stride, padding), atol=1e-12)
-    assert gradcheck(lambda x, w, b: conv1d(x, w, b, stride=stride, padding=padding), [x, w, b])
 
 
 @pytest.mark.parametrize("width", range(1, 8))
@@ -222,6 +316,42 @@ def test_conv1d_char_cnn_shapes_match_torch(width, rng):
     np.testing.assert_allclose(y.numpy(), t.detach().numpy(), rtol=1e-4, atol=1e-4)
     for a, ta in zip(ours, theirs):
         np.testing.assert_allclose(a.grad, ta.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (1, 3), (3, 1), (2, 2)])
+def test_interleaved_convs_keep_their_saved_inputs(kernel, rng):
+    """Work buffers are shared between calls: two forwards before either backward, with the
+    larger conv first (so the smaller reuses its buffers), must still give exact gradients."""
+    shapes = [((3, 4, 9, 9), (5, 4) + kernel), ((2, 2, 5, 4), (3, 2) + kernel)]
+    for stride, padding in [(1, 0), (1, 1), (2, 1)]:
+        ours, theirs = [], []
+        for x_shape, w_shape in shapes:
+            x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+            ours.append((leaf(x), leaf(w)))
+            theirs.append((x, w))
+        ys = [conv2d(x, w, stride=stride, padding=padding) for x, w in ours]
+        gs = [rng.standard_normal(y.shape) for y in ys]
+        for y, g in zip(ys, gs):
+            y.backward(g)
+        for (x, w), (xt, wt), y, g in zip(theirs, ours, ys, gs):
+            np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, None, pair_of(stride),
+                                                              pair_of(padding)), atol=1e-12)
+            _, dx, dw, _ = run(conv2d, "reference", x, w, None, stride, padding, g)
+            np.testing.assert_allclose(xt.grad, dx, atol=1e-12)
+            np.testing.assert_allclose(wt.grad, dw, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 3), 1), ((1, 3), (0, 1)), ((3, 1), 0)])
+def test_shifted_route_bias_with_frozen_weight(kernel, padding, rng):
+    """The shifted route adds the bias inside its GEMM; the GEMM's operands then live in
+    work buffers when the weight needs no gradient."""
+    x, w, b = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3) + kernel), \
+        rng.standard_normal(4)
+    xt, bt = leaf(x), leaf(b)
+    y = conv2d(xt, tinyhw.Tensor(w), bt, padding=padding)
+    np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, (1, 1), pair_of(padding)),
+                               atol=1e-12)
+    assert gradcheck(lambda x, b: conv2d(x, w, b, padding=padding), [x, b], n_directions=4)
 
 
 # ---- argument errors ------------------------------------------------------------------------
@@ -273,40 +403,3 @@ def test_conv1d_accepts_one_tuples(rng):
     x, w = rng.standard_normal((2, 3, 7)), rng.standard_normal((4, 3, 3))
     np.testing.assert_array_equal(conv1d(x, w, stride=(2,), padding=(1,)).numpy(),
                                   conv1d(x, w, stride=2, padding=1).numpy())
-
-
-@pytest.mark.parametrize("kernel", [(1, 1), (1, 3), (3, 1), (2, 2)])
-def test_interleaved_convs_keep_their_saved_inputs(kernel, rng):
-    """Work buffers are shared between calls: two forwards before either backward, with the
-    larger conv first (so the smaller reuses its buffers), must still give exact gradients."""
-    shapes = [((3, 4, 9, 9), (5, 4) + kernel), ((2, 2, 5, 4), (3, 2) + kernel)]
-    for stride, padding in [(1, 0), (1, 1), (2, 1)]:
-        ours, theirs = [], []
-        for x_shape, w_shape in shapes:
-            x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-            ours.append((leaf(x), leaf(w)))
-            theirs.append((x, w))
-        ys = [conv2d(x, w, stride=stride, padding=padding) for x, w in ours]
-        gs = [rng.standard_normal(y.shape) for y in ys]
-        for y, g in zip(ys, gs):
-            y.backward(g)
-        for (x, w), (xt, wt), y, g in zip(theirs, ours, ys, gs):
-            np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, None, pair_of(stride),
-                                                              pair_of(padding)), atol=1e-12)
-            check = tinyhw.Tensor(x, requires_grad=True), tinyhw.Tensor(w, requires_grad=True)
-            conv2d(*check, stride=stride, padding=padding).backward(g)
-            np.testing.assert_allclose(xt.grad, check[0].grad, atol=1e-12)
-            np.testing.assert_allclose(wt.grad, check[1].grad, atol=1e-12)
-
-
-@pytest.mark.parametrize("kernel, padding", [((3, 3), 1), ((1, 3), (0, 1)), ((3, 1), 0)])
-def test_shifted_route_bias_with_frozen_weight(kernel, padding, rng):
-    """The shifted route adds the bias inside its GEMM; the GEMM's operands then live in
-    work buffers when the weight needs no gradient."""
-    x, w, b = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3) + kernel), \
-        rng.standard_normal(4)
-    xt, bt = leaf(x), leaf(b)
-    y = conv2d(xt, tinyhw.Tensor(w), bt, padding=padding)
-    np.testing.assert_allclose(y.numpy(), conv2d_loop(x, w, b, (1, 1), pair_of(padding)),
-                               atol=1e-12)
-    assert gradcheck(lambda x, b: conv2d(x, w, b, padding=padding), [x, b], n_directions=4)

@@ -1,95 +1,125 @@
 """Convolutions: conv2d and conv1d (cross-correlation, as torch; groups = dilation = 1).
 
-Forward, with x zero-padded by (ph, pw) to xp of size (Hp, Wp):
-    y[n, o, h, w] = b[o] + sum_{c, i, j} W[o, c, i, j] xp[n, c, s_h h + i, s_w w + j]
+Forward, with x zero-padded by (ph, pw) to xpad of size (Hp, Wp):
+    y[n, o, h, w] = b[o] + sum_{c, i, j} W[o, c, i, j] xpad[n, c, s_h h + i, s_w w + j]
     Ho = (H + 2 ph - kh) // s_h + 1,   Wo likewise.
 From dL = sum dy dy/dtheta, each weight is used at every output position and each
 input element feeds every output whose window covers it:
-    dW[o, c, i, j] = sum_{n, h, w} dy[n, o, h, w] xp[n, c, s_h h + i, s_w w + j]
-    dxp[n, c, s_h h + i, s_w w + j] += sum_o W[o, c, i, j] dy[n, o, h, w]   (for all h, w, i, j)
+    dW[o, c, i, j] = sum_{n, h, w} dy[n, o, h, w] xpad[n, c, s_h h + i, s_w w + j]
+    dxpad[n, c, s_h h + i, s_w w + j] += sum_o W[o, c, i, j] dy[n, o, h, w]   (for all h, w, i, j)
     db[o] = sum_{n, h, w} dy[n, o, h, w]
-and dx is the interior of dxp (gradients that land on the padding are dropped).
+and dx is the interior of dxpad (gradients that land on the padding are dropped).
 
-All three are matrix products once the windows are laid out as columns (im2col):
-with cols[(c, i, j), (n, h, w)] = xp[n, c, s_h h + i, s_w w + j] and W as (O, C kh kw),
-    Y = W cols,   dW = dY cols^T,   dcols = W^T dY,   then dxp = col2im(dcols).
-Two routes compute exactly this, chosen by geometry for speed (see each helper):
-  pointwise  1x1 kernel, no padding: cols is x itself, no copy at all;
-  shifted    any other (conv_shifted.py): no im2col; the GEMM's operand stacks a few contiguous shifts of the
-             flat padded images (of each phase of the input, for a stride), and a few
-             shifted adds finish the sum; the batch goes through in chunks that fit in L2.
-(A Winograd F(2x2, 3x3) route was tried and measured slower on every shape on a 2-core CPU:
-its 2.25x smaller GEMMs save less time than its single-threaded transform passes cost.
-On CIFAR's small channel counts, the GEMMs, whose K = kw C or M = kh O is small, take about
-two thirds of the time; the copies and adds around them the rest.)
+Windows. Call the patch that output (h, w) reads
+    win[n, c, h, w, i, j] = xpad[n, c, s_h h + i, s_w w + j]          shape (N, C, Ho, Wo, kh, kw).
+It is a view of xpad, not a copy: a step in h moves s_h rows of xpad, a step in i one row
+(`windows` below sets those strides). The three formulas are then three contractions,
+    y    = sum_{c, i, j} win W + b         einsum("nchwij,ocij->nohw", win, W)
+    dW   = sum_{n, h, w} dy win            einsum("nohw,nchwij->ocij", dy, win)
+    dwin = sum_o dy W                      einsum("nohw,ocij->nchwij", dy, W)
+(the backward is the forward's transpose), and dxpad adds every window's gradient dwin back
+where the window was read. For one kernel offset (i, j) the elements read by all windows
+are the strided slice xpad[:, :, i + s_h h, j + s_w w] (h < Ho, w < Wo), each once, so the
+scatter is one slice add per offset. That is the reference route below.
+Laid out as a matrix, cols[(c, i, j), (n, h, w)] = win[n, c, h, w, i, j] (im2col), the same
+formulas are GEMMs: Y = W cols, dW = dY cols^T, dcols = W^T dY, and dxpad = col2im(dcols).
+
+Routes. Every call runs on one of ROUTES; `choose_route` picks it (the rule is in its
+docstring) unless `tinyhw.ops.fast.use(...)` forces one, e.g. `with fast.use("reference"):`.
+  reference           the windows view and the einsums below; any geometry, any device.
+  pointwise           1x1 kernel without padding: Y_n = W X_n, x itself is cols
+                      (fast/conv_pointwise.py).
+  shifted             any kernel: no im2col; GEMMs on a few contiguous shifts of the flat
+                      padded images (per stride phase), finished by shifted adds, in chunks
+                      of images that fit in L2 (fast/conv_shifted.py, fast/flat_grid.py).
+  shifted-per-offset  the same, with dW as one GEMM per column shift (faster for few channels).
+All compute the same sums, in different orders. conv1d is conv2d with H = 1 and runs on the
+same routes (forced with `fast.use(conv1d=...)`).
 """
+import functools
+
 from ..autograd import Function
-from .conv_shifted import shifted_backward, shifted_forward
+from . import fast
+from .fast import conv_pointwise, conv_shifted
 from .window import check_window_fits, conv_operands, hyper_pair
 
-
-# ---- pointwise route: 1x1 kernel, padding 0 ---------------------------------------------
-# A 1x1 conv is a matrix product per image: Y_n = W X_n with X_n (C, H W). Batched matmul
-# on the NCHW data needs no transpose in or out; a stride just subsamples x first.
-
-def _pointwise_forward(ctx, x, w, b, stride, padding):
-    sh, sw = stride
-    xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-    n, c, ho, wo = xs.shape
-    x3 = ctx.xp.ascontiguousarray(xs).reshape(n, c, ho * wo)
-    ctx.save(x3 if ctx.needs_input_grad[1] else None, w)  # x is needed only for dW
-    return _with_bias(ctx.xp, (w.reshape(w.shape[0], c) @ x3).reshape(n, w.shape[0], ho, wo), b)
+ROUTES = ("reference", "pointwise", "shifted", "shifted-per-offset")
+fast.register("conv2d", ROUTES)
+fast.register("conv1d", ROUTES)
 
 
-def _pointwise_backward(ctx, gy):
-    xp, (x3, w), x_shape = ctx.xp, ctx.saved, ctx.x_shape
-    n, o = gy.shape[:2]
-    g3 = gy.reshape(n, o, -1)
-    w2 = w.reshape(o, -1)
-    dw = dx = None
-    if ctx.needs_input_grad[1]:  # dW = sum_n dY_n X_n^T
-        dw = (g3 @ x3.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    if ctx.needs_input_grad[0]:
-        dxs = xp.empty((n, x_shape[1]) + gy.shape[2:], dtype=gy.dtype)
-        xp.matmul(w2.T, g3, out=dxs.reshape(n, x_shape[1], -1))  # dX_n = W^T dY_n
-        if dxs.shape == x_shape:
-            dx = dxs
-        else:  # strided: the gradient lands on the sampled pixels only
-            sh, sw = ctx.stride
-            dx = xp.zeros(x_shape, dtype=gy.dtype)
-            dx[:, :, ::sh, ::sw] = dxs
-    return dx, dw, None
+# ---- the reference route ---------------------------------------------------------------------
+
+def windows(xp, x, kernel, stride, padding):
+    """win[n, c, h, w, i, j] = xpad[n, c, s_h h + i, s_w w + j]: an (N, C, Ho, Wo, kh, kw)
+    view of the zero-padded x (numpy or cupy)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    n, c, hp, wp = xpad.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    step_n, step_c, step_row, step_col = xpad.strides          # bytes per step along each axis
+    return xp.lib.stride_tricks.as_strided(
+        xpad, (n, c, ho, wo, kh, kw),
+        (step_n, step_c, sh * step_row, sw * step_col, step_row, step_col))
 
 
-# ---- the ops ---------------------------------------------------------------------------------
-
-def _route(x_shape, w_shape, stride, padding):
-    """(forward, backward) of the fastest route for this geometry. A route's forward returns
-    the (N, O, Ho, Wo) result with the bias added, as a new C-contiguous array; its backward
-    returns (dx, dW, db), db None when the caller should sum dy itself."""
-    if w_shape[2:] == (1, 1) and padding == (0, 0):
-        return _pointwise_forward, _pointwise_backward
-    return shifted_forward, shifted_backward
+def reference_forward(ctx, x, w, b, stride, padding):
+    win = windows(ctx.xp, x, w.shape[2:], stride, padding)
+    ctx.save(win, w)
+    y = ctx.xp.einsum("nchwij,ocij->nohw", win, w)
+    return y if b is None else y + b.reshape(-1, 1, 1)
 
 
-def _with_bias(xp, y, b):
-    """y + b as a C-contiguous NCHW array: in place when y already is one; for a view, the
-    bias add doubles as the copy that lays it out."""
-    if y.flags.c_contiguous:
-        if b is not None:
-            y += b.reshape(-1, 1, 1)
-        return y
-    if b is None:
-        return xp.ascontiguousarray(y)
-    return xp.add(y, b.reshape(-1, 1, 1), out=xp.empty(y.shape, dtype=y.dtype))
+def reference_backward(ctx, gy):
+    xp, (win, w), (sh, sw), (ph, pw) = ctx.xp, ctx.saved, ctx.stride, ctx.padding
+    (n, c, h, wd), (_, _, ho, wo, kh, kw) = ctx.x_shape, win.shape
+    dw = xp.einsum("nohw,nchwij->ocij", gy, win)
+    dwin = xp.einsum("nohw,ocij->nchwij", gy, w)
+    dxpad = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+    for i in range(kh):
+        for j in range(kw):  # element (i, j) of every window: rows i + s_h h, columns j + s_w w
+            dxpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += dwin[:, :, :, :, i, j]
+    return dxpad[:, :, ph:ph + h, pw:pw + wd], dw, gy.sum(axis=(0, 2, 3))
+
+
+# ---- which route runs ------------------------------------------------------------------------
+
+def choose_route(w_shape, padding):
+    """The route a call takes when none is forced, from the kernel's shape (O, C, kh, kw) and
+    the padding pair: "pointwise" for a 1x1 kernel without padding, else "shifted-per-offset"
+    up to fast.conv_shifted.PER_OFFSET_MAX_CHANNELS (16) input channels, else "shifted".
+    The same on the CPU and the GPU; "reference" is never chosen for speed."""
+    if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0):
+        return "pointwise"
+    return "shifted-per-offset" if w_shape[1] <= conv_shifted.PER_OFFSET_MAX_CHANNELS \
+        else "shifted"
+
+
+# (forward, backward) per route. A forward returns (N, O, Ho, Wo) with the bias added; a
+# backward returns (dx, dW, db), db None when the caller should sum dy itself.
+_ROUTE_FUNCTIONS = {
+    "reference": (reference_forward, reference_backward),
+    "pointwise": (conv_pointwise.forward, conv_pointwise.backward),
+    "shifted": (conv_shifted.forward, functools.partial(conv_shifted.backward, per_offset=False)),
+    "shifted-per-offset": (conv_shifted.forward,
+                           functools.partial(conv_shifted.backward, per_offset=True)),
+}
+
+
+def _route(op, w_shape, padding):
+    route = fast.forced_route(op) or choose_route(w_shape, padding)
+    if route == "pointwise" and (w_shape[2:] != (1, 1) or padding != (0, 0)):
+        raise ValueError(f"{op}: route 'pointwise' needs a 1x1 kernel without padding, got "
+                         f"kernel {tuple(w_shape[2:])} with padding {tuple(padding)}")
+    return _ROUTE_FUNCTIONS[route]
 
 
 class Conv2d(Function):
     @staticmethod
-    def forward(ctx, x, w, b, stride, padding):
+    def forward(ctx, x, w, b, stride, padding, op="conv2d"):
         ctx.stride, ctx.padding, ctx.x_shape = stride, padding, x.shape
-        route_forward, ctx.route_backward = _route(x.shape, w.shape, stride, padding)
-        return route_forward(ctx, x, w, b, stride, padding)
+        route_forward, ctx.route_backward = _route(op, w.shape, padding)
+        return ctx.xp.ascontiguousarray(route_forward(ctx, x, w, b, stride, padding))
 
     @staticmethod
     def backward(ctx, gy):
@@ -104,7 +134,8 @@ class Conv1d(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, stride, padding):
-        y = Conv2d.forward(ctx, x[:, :, None, :], w[:, :, None, :], b, (1, stride), (0, padding))
+        y = Conv2d.forward(ctx, x[:, :, None, :], w[:, :, None, :], b, (1, stride), (0, padding),
+                           op="conv1d")
         return y[:, :, 0, :]
 
     @staticmethod
@@ -134,7 +165,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
     y[n, o, h, w] = b[o] + sum_{c, i, j} W[o, c, i, j] xpad[n, c, sH h + i, sW w + j].
 
     Backward (derived in the module docstring): dW = dY cols^T, dx = col2im(W^T dY),
-    db = dY summed over (N, Ho, Wo).
+    db = dY summed over (N, Ho, Wo). Runs on the route `choose_route` picks, or the one
+    forced by `tinyhw.ops.fast.use(conv2d=...)`.
     """
     x, w, b = conv_operands("conv2d", input, weight, bias, 4, "(N, C, H, W)",
                              "(out_channels, in_channels, kH, kW)")
@@ -164,7 +196,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0):
     -------
     Tensor (N, O, Lo), Lo = (L + 2 padding - K) // stride + 1, with
     y[n, o, t] = b[o] + sum_{c, k} W[o, c, k] xpad[n, c, stride t + k].
-    Computed as conv2d with H = 1, so the backward is conv2d's.
+    Computed as conv2d with H = 1, so the backward and the routes are conv2d's (forced with
+    `tinyhw.ops.fast.use(conv1d=...)`).
     """
     x, w, b = conv_operands("conv1d", input, weight, bias, 3, "(N, C, L)",
                              "(out_channels, in_channels, K)")

@@ -9,7 +9,7 @@ max:  y = max_{i, j} xp[.., s_h h + i, s_w w + j]. y is piecewise linear in x wi
       dxp[.., s_h h + i*, s_w w + j*] += dy[.., h, w],  (i*, j*) = first argmax of the window.
 avg:  y = (1 / (kh kw)) sum_{i, j} xp[.., s_h h + i, s_w w + j]   (padding counted, torch's
       count_include_pad=True), so every window element receives dy / (kh kw).
-Both are computed with a loop over the kh kw kernel offsets on conv's PhaseGrid, where the
+Both are computed with a loop over the kh kw kernel offsets on window.py's PhaseGrid, where the
 elements seen at offset (i, j) by all windows are one contiguous slice of one phase of the
 input; within a slice no element repeats, so backward scatter-adds are plain slice adds.
 Padding is -inf for max (it never wins) and 0 for average (it adds nothing, though the
@@ -24,7 +24,8 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim
-from .window import PhaseGrid, check_window_fits, hyper_pair, work_buffer
+from .fast.buffers import work_buffer
+from .window import PhaseGrid, check_window_fits, hyper_pair
 
 
 def _remember(ctx, x, kernel, stride, padding):

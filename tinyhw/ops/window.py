@@ -1,39 +1,15 @@
-"""Shared helpers of the windowed ops (conv, pooling): output sizes, argument checks, reusable
-work buffers, the PhaseGrid layout that turns strided window sweeps into slice arithmetic
-(pooling) and the chunked flat grids of conv's shifted route (FlatGrid)."""
+"""Shared helpers of the windowed ops (conv, pooling): output sizes, argument checks, and the
+PhaseGrid layout that turns pooling's strided window sweeps into slice arithmetic. (The flat
+grids of conv's fast shifted route are in fast/flat_grid.py.)"""
 import math
-import threading
-
-import numpy as np
 
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape, pair
+from .fast.buffers import work_buffer
 
 
 def output_size(size, kernel, stride, padding):
     """Number of window positions along one axis (torch's floor formula)."""
     return (size + 2 * padding - kernel) // stride + 1
-
-
-_work = threading.local()
-
-
-def work_buffer(xp, slot, shape, dtype, zero=False):
-    """A reusable array for a temporary that never leaves the op that asks for it.
-
-    On the CPU a fresh multi-megabyte array is paid for again in page faults at first touch,
-    which costs about as much as the copies around it; so each thread keeps one buffer per
-    (slot, dtype), grown to the largest request. Callers must not keep the result past their
-    own return. cupy has its own memory pool, so on the GPU this is a plain allocation."""
-    if xp is not np:
-        return xp.zeros(shape, dtype=dtype) if zero else xp.empty(shape, dtype=dtype)
-    buffers = _work.__dict__.setdefault("buffers", {})
-    size, key = math.prod(shape), (slot, np.dtype(dtype))
-    if key not in buffers or buffers[key].size < size:
-        buffers[key] = np.empty(size, dtype=dtype)
-    out = buffers[key][:size].reshape(shape)
-    if zero:
-        out.fill(0)
-    return out
 
 
 class PhaseGrid:
@@ -119,118 +95,6 @@ class PhaseGrid:
             work_buffer(xp, slot, shape, y.dtype, zero=True)
         self.crop(cells)[...] = y
         return cells
-
-
-# ---- flat grids of conv's shifted route (see conv.py) ---------------------------------------
-
-# Bytes of the largest per-chunk array of the shifted route. Each temporary then stays in a
-# core's L2 cache (2 MiB here) between the copies, the GEMM and the adds that use it; larger
-# chunks spill to L3 and run slower, smaller ones pay more per-call overhead.
-CHUNK_BYTES = 1 << 20
-
-
-def images_per_chunk(n, bytes_per_image):
-    """How many of n images one chunk of the shifted route holds (at least one)."""
-    return max(1, min(n, CHUNK_BYTES // bytes_per_image))
-
-
-class AxisPhase:
-    """Phase a of one axis (kernel k, stride s, padding p, input size n): the cells
-    u = first_cell .. end_cell - 1 of the phase hold inputs first_input, first_input + s, ...,
-    and `taps` kernel offsets i = s ii + a (ii < taps) read it."""
-
-    def __init__(self, a, k, s, p, n):
-        self.taps = (k - 1 - a) // s + 1
-        self.first_cell = -((a - p) // s)                   # ceil((p - a) / s)
-        self.end_cell = -((a - p - n) // s)                 # ceil((p + n - a) / s)
-        self.first_input = s * self.first_cell + a - p
-
-
-def _pitch(phases, outputs):
-    """Cells per plane along one axis: room for every phase's data and every output, and
-    reads of valid outputs past the plane's end must land on the next plane's (row's)
-    leading zero cells of the same phase."""
-    return max([outputs] + [max(q.end_cell, outputs + q.taps - 1 - q.first_cell) for q in phases])
-
-
-class FlatGrid:
-    """Flat layout of conv's shifted route, processed in chunks of whole images.
-
-    The padded input is split by position modulo the stride into phases
-        phase[a, b][., u, v] = xpad[., s_h u + a, s_w v + b]
-    (at stride 1 the one phase is the padded input), so that kernel offset
-    (i, j) = (s_h ii + a, s_w jj + b) of output (h, w) reads cell (h + ii, w + jj) of phase
-    (a, b). A chunk of m images with R rows (channels) keeps a phase as an
-    (R, m Hq Wq + tail) array: image k's plane at columns [k Hq Wq, (k+1) Hq Wq), Hq rows of
-    pitch Wq, so a kernel offset is a flat shift by ii Wq + jj. Outputs live on the same
-    planes; cells outside Ho x Wo are garbage. Planes are as small as allowed: a valid
-    output reading past its plane's last row (or row's last column) lands on the next
-    plane's (row's) leading padding, zero like its own trailing padding would be.
-    rows_per_image (the largest temporary's rows per image) and itemsize set the chunk size
-    m; on the GPU (any xp but numpy) the whole batch is one chunk.
-    """
-
-    def __init__(self, xp, x_shape, kernel, stride, padding, rows_per_image, itemsize):
-        (n, _, h, w), (kh, kw), (sh, sw), (ph, pw) = x_shape, kernel, stride, padding
-        self.ho, self.wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        self.stride = stride
-        self.row_phases = [AxisPhase(a, kh, sh, ph, h) for a in range(min(sh, kh))]
-        self.col_phases = [AxisPhase(b, kw, sw, pw, w) for b in range(min(sw, kw))]
-        self.hq, self.wq = _pitch(self.row_phases, self.ho), _pitch(self.col_phases, self.wo)
-        self.cell = self.hq * self.wq
-        per_image = rows_per_image * self.cell * itemsize
-        self.images = n if xp is not np else images_per_chunk(n, per_image)
-        self.size = self.images * self.cell
-
-    def chunks(self, n):
-        """(start, stop) of the images of each chunk."""
-        return [(s, min(s + self.images, n)) for s in range(0, n, self.images)]
-
-    def phases(self):
-        """(a, b, row phase, column phase) of every phase some kernel offset reads."""
-        return [(a, b, rp, cp) for a, rp in enumerate(self.row_phases)
-                for b, cp in enumerate(self.col_phases)]
-
-    def inputs(self, x, rp, cp):
-        """The inputs of x (k, R, H, W) that phase (rp, cp) holds: a strided view."""
-        (sh, sw) = self.stride
-        return x[:, :, rp.first_input::sh, cp.first_input::sw]
-
-    def write(self, flat, offset, corner, value):
-        """Write value (k, R, a, b) (k <= m images, NCHW) at rows/columns from `corner` of the
-        first k planes of flat[:, offset:]; the planes of images k..m-1 are zeroed (a short
-        last chunk), the rest of `flat` is left alone (callers zero it once per call)."""
-        k, _, a, b = value.shape
-        if k < self.images:
-            flat[:, offset + k * self.cell:offset + self.size] = 0
-        planes = flat[:, offset:offset + self.size].reshape(-1, self.images, self.hq, self.wq)
-        r, c = corner
-        planes[:, :k, r:r + a, c:c + b] = value.transpose(1, 0, 2, 3)
-
-    def view(self, flat, k, corner, size):
-        """NCHW view (k, R, *size) of the first k planes of flat (R, >= m Hq Wq) from `corner`."""
-        planes = flat[:, :self.size].reshape(-1, self.images, self.hq, self.wq)
-        (r, c), (a, b) = corner, size
-        return planes[:, :k, r:r + a, c:c + b].transpose(1, 0, 2, 3)
-
-
-def sum_of_shifted_blocks(z, offsets, length, layout, out):
-    """out[...] = layout(sum_k z[k, :, offsets[k] : offsets[k] + length]) for a contiguous work
-    buffer z (K, R, L). The sum accumulates in place in z[0], each block added as one flat 1-D
-    run: numpy runs a ufunc on 2-D strided views through its buffered iterator, ~5x slower
-    than on contiguous runs. The flat add also sums cells past `length` across row ends:
-    garbage that is never read. `layout` views a (R, length) block as out's shape, and the
-    copy into out crops and transposes in one pass."""
-    flat = z.reshape(z.shape[0], -1)
-    n = flat.shape[1]
-    for k in range(1, len(offsets)):
-        shift = offsets[k] - offsets[0]
-        if shift >= 0:
-            flat[0, :n - shift] += flat[k, shift:]
-        else:
-            flat[0, -shift:] += flat[k, :n + shift]
-    out[...] = layout(z[0, :, offsets[0]:offsets[0] + length])
-    return out
 
 
 def hyper_pair(value, name, minimum):

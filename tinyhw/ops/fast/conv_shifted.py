@@ -1,7 +1,10 @@
-"""conv2d's shifted route, for every kernel but 1x1 without padding (see conv.py for the
+"""conv2d's shifted routes, "shifted" and "shifted-per-offset" (see ops/conv.py for the
 formulas: y = W cols, dW = dY cols^T, dcols = W^T dY; this file evaluates them without
-building cols)."""
-from .window import FlatGrid, sum_of_shifted_blocks, work_buffer
+building cols). Both run any kernel, stride and padding; conv.choose_route takes them for
+every kernel but 1x1 without padding. They differ only in how dW is formed (see
+_WeightGradient): "shifted-per-offset" for up to PER_OFFSET_MAX_CHANNELS input channels."""
+from .buffers import work_buffer
+from .flat_grid import FlatGrid, sum_of_shifted_blocks
 
 
 # ---- shifted route: any kernel and stride -------------------------------------------------
@@ -31,9 +34,9 @@ from .window import FlatGrid, sum_of_shifted_blocks, work_buffer
 # chunk only writes its data cells. The backward rebuilds X chunk by chunk from x (cheaper
 # than keeping the copies of the input from the forward).
 
-# dW as one GEMM per block of X, on views of the phases (see shifted_backward), up to this
-# many input channels.
-_PER_OFFSET_MAX_CHANNELS = 16
+# conv.choose_route takes "shifted-per-offset" (dW as one GEMM per block of X, on views of the
+# phases; see backward) up to this many input channels.
+PER_OFFSET_MAX_CHANNELS = 16
 
 
 class _Layout:
@@ -89,7 +92,7 @@ class _Layout:
                 blocks[k, :, :self.span] = blocks[k - jj, :, jj:jj + self.span]
 
 
-def shifted_forward(ctx, x, w, b, stride, padding):
+def forward(ctx, x, w, b, stride, padding):
     xp = ctx.xp
     (n, c, _, _), (o, _, _, _) = x.shape, w.shape
     ctx.layout = layout = _Layout(xp, x.shape, w.shape, stride, padding, x.itemsize)
@@ -117,7 +120,7 @@ def shifted_forward(ctx, x, w, b, stride, padding):
     return y
 
 
-def shifted_backward(ctx, gy):
+def backward(ctx, gy, per_offset):
     # With g[o, q] = dy on the wide grid (zero at garbage positions) and
     # Gs[(ii, o), t] = g[o, t - ii Wq]  (the row shifts of g):
     #   dWst = sum over chunks of  Gs X^T  (one GEMM per chunk), then dW from dWst,
@@ -137,7 +140,7 @@ def shifted_backward(ctx, gy):
     g = gs[taps - 1]                             # Gs block ii: g moved ii rows
     gs_rows = gs.reshape(taps * o, -1)[:, :length]
     dx = db = None
-    dw = _WeightGradient(xp, layout, x, w, gy.dtype) if need_dw else None
+    dw = _WeightGradient(xp, layout, x, w, gy.dtype, per_offset) if need_dw else None
     if need_db:
         db = xp.zeros(o, dtype=gy.dtype)
         ones = xp.ones(g.shape[1], dtype=gy.dtype)
@@ -164,14 +167,15 @@ def shifted_backward(ctx, gy):
 class _WeightGradient:
     """dWst accumulated over the chunks (Gs X^T), then dW.
 
-    Few channels: each block of X is a column shift of a phase, so dW can be one GEMM per
+    per_offset: each block of X is a column shift of a phase, so dW can be one GEMM per
     block on views of the phases, with no copies; OpenBLAS also runs these (row_taps O, C)
-    products faster than one (row_taps O, blocks C) product when C <= 16 (measured)."""
+    products faster than one (row_taps O, blocks C) product when C <= 16 (measured).
+    Otherwise one GEMM on all of X, written out."""
 
-    def __init__(self, xp, layout, x, w, dtype):
+    def __init__(self, xp, layout, x, w, dtype, per_offset):
         self.xp, self.layout, self.x, self.w_shape = xp, layout, x, w.shape
         c, n_blocks, rows = w.shape[1], len(layout.blocks), layout.row_taps * w.shape[0]
-        self.per_offset = c <= _PER_OFFSET_MAX_CHANNELS
+        self.per_offset = per_offset
         self.buf = work_buffer(xp, "columns", (n_blocks * c, layout.span + layout.col_taps - 1),
                                x.dtype, zero=True)
         self.blocks = self.buf.reshape(n_blocks, c, -1)

@@ -1,0 +1,104 @@
+"""Routes that exist only for speed, kept apart from the maths.
+
+Each op's own file (`ops/conv.py`, `ops/norm.py`) holds the derivation and a short reference
+implementation that follows it line by line. The files here compute the same formulas faster:
+
+  conv2d, conv1d   pointwise            conv_pointwise.py: 1x1 kernel, no padding, a batched
+                                        matmul on x itself
+                   shifted,             conv_shifted.py, flat_grid.py: GEMMs on a few contiguous
+                   shifted-per-offset   shifts of the flat padded input instead of im2col, in
+                                        chunks of images that fit in L2
+  batch_norm       rows, rows-centred   norm_rows.py: contiguous (N, C L) rows, one-pass
+                                        statistics, block by block in L2
+
+`buffers.py` holds the reusable work buffers they (and pooling) write their temporaries into.
+
+Which route runs. Each op lists its routes in `ROUTES` and picks one per call with its
+`choose_route(...)`, a plain function of shapes, dtype and array module documented in the op's
+docstring (e.g. `tinyhw.ops.conv.choose_route`). `use(...)` overrides that choice inside a
+`with` block, for the current thread:
+
+    from tinyhw.ops import fast
+    with fast.use("reference"):                  # every op on its reference implementation
+        y = F.conv2d(x, w, padding=1)
+    with fast.use(conv2d="shifted", batch_norm="rows-centred"):   # one route per op
+        ...
+
+A forced route that cannot run the call (pointwise on a 3x3 kernel, rows on a CuPy array)
+raises ValueError. `use` also sets the block sizes of the fast routes, so that tests reach
+several chunks on tiny shapes: `conv_chunk_bytes` (default `flat_grid.CHUNK_BYTES`) and
+`bn_block_bytes` (default `norm_rows.BLOCK_BYTES`). Every route computes the same numbers up
+to the order of floating-point sums; tests/test_conv.py and tests/test_norm.py hold each equal
+to the reference.
+"""
+import contextlib
+import threading
+
+_routes = {}                  # op name -> its route names, registered by the op modules
+_local = threading.local()    # .routes {op: route}, .default route, .sizes {name: bytes}
+
+
+def register(op, routes):
+    """Declare the routes of op (called once by the op's module)."""
+    _routes[op] = tuple(routes)
+
+
+def routes_of(op):
+    """The route names of op, e.g. routes_of("conv2d")."""
+    return _routes[op]
+
+
+def _current(name, empty):
+    return getattr(_local, name, empty)
+
+
+def forced_route(op):
+    """The route forced for op by an enclosing `use`, or None (then the op's rule decides)."""
+    return _current("routes", {}).get(op, _current("default", None))
+
+
+def size(name, default):
+    """A block size of a fast route: the value set by an enclosing `use`, else `default`."""
+    return _current("sizes", {}).get(name, default)
+
+
+def _checked(default, routes, sizes):
+    for op, route in routes.items():
+        if op not in _routes:
+            raise ValueError(f"fast.use: unknown op {op!r}; ops with routes: {sorted(_routes)}")
+        if route not in _routes[op]:
+            raise ValueError(f"fast.use: {op} has no route {route!r}; its routes: {_routes[op]}")
+    if default is not None and any(default not in r for r in _routes.values()):
+        raise ValueError(f"fast.use: {default!r} is not a route of every op; name the op, "
+                         f"e.g. use(conv2d={default!r})")
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"fast.use: {name}: expected a positive int, got {value!r}")
+
+
+@contextlib.contextmanager
+def use(default=None, *, conv_chunk_bytes=None, bn_block_bytes=None, **routes):
+    """Force routes (and block sizes) inside a `with` block, in this thread.
+
+    Parameters
+    ----------
+    default : str or None
+        A route every op has, i.e. "reference": run all ops on their reference.
+    **routes : str
+        op=route for single ops, e.g. conv2d="shifted", batch_norm="rows" (names in each op's
+        ROUTES; `routes_of(op)` lists them).
+    conv_chunk_bytes, bn_block_bytes : int or None
+        Block sizes of the fast routes (None keeps the outer or default value).
+    """
+    sizes = {"conv_chunk_bytes": conv_chunk_bytes, "bn_block_bytes": bn_block_bytes}
+    _checked(default, routes, sizes)
+    saved = (_current("routes", {}), _current("default", None), _current("sizes", {}))
+    outer = {} if default is not None else saved[0]   # a new default overrides outer routes
+    _local.routes = {**outer, **routes}
+    _local.default = default if default is not None else saved[1]
+    _local.sizes = {**saved[2], **{k: v for k, v in sizes.items() if v is not None}}
+    try:
+        yield
+    finally:
+        _local.routes, _local.default, _local.sizes = saved
