@@ -32,31 +32,22 @@ With the centred values xc = x - mu = x_hat / r this is
     dx = k1 * dy - k2 * xc - k3,
     k1 = gamma r,   k2 = gamma r^3 (sum dy xc) / m,   k3 = gamma r (sum dy) / m
 
-two channel reductions, then scalar-times-array ops. The forward saves x and mu,
-not xc: a whole saved array costs more (write, memory, re-read) than re-forming
-xc from x in the backward.
+two channel reductions, then scalar-times-array ops (`dx_coefficients`). The
+forward saves x and mu, not xc: re-forming xc in the backward is cheaper than
+keeping a whole extra array.
 Backward, evaluation mode: y = a x + b with a = gamma r constant, so
 dx = a dy, dgamma = sum dy x_hat, dbeta = sum dy.
 
-Speed on NumPy (measured). A numpy ufunc runs 2-5x slower when an operand is a
-non-contiguous view or a per-channel broadcast ((C, 1, 1) against (N, C, H, W)): it goes
-through the buffered iterator instead of one contiguous loop. So the CPU path ("rows")
-works on x as contiguous (N, C, L) rows and never broadcasts per channel:
-- statistics: per-row sums sum_l x and sum_l x^2 (sum dy and sum dy x in the backward),
-  einsums over the (N C, L) rows in the data dtype, both sums of a block of rows while it
-  is in L2 cache; the N rows of a channel are then added in float64. The variance is
-  E[x^2] - mu^2, which loses about (mu^2 / var) ulps of the row sums, so a channel with
-  |mu| > 4 std (rare after a conv) switches the whole call to the centred two-pass form
-  (sums of (x - mu)^2 in the forward, x - mu in the backward).
-- per-channel affine maps (y = s x + t, dx = k1 dy - (k2 x + k3)): each coefficient is
-  repeated into one (C L,) vector, and (N, C L) rows times a (C L,) vector broadcast only
-  over N, which numpy runs as contiguous loops; block by block (~256 KB), so that the
-  second op of a block finds it in L2.
-This reads x twice in the forward (statistics, output) and x and dy twice in the backward,
-as torch does. Python threads do not help (the ops are memory-bound and the GIL hand-offs
-cost more). CuPy arrays and float16 data (whose sums need a wider accumulator) take the
-vectorised path, a direct transcription of the formulas above. The rows kernels are in
-`norm_rows.py`.
+Routes. The reference functions below transcribe these formulas on (N, C, *S)
+arrays broadcasting per channel, on numpy or cupy, any float dtype (sums in at
+least float32: float16 sums overflow). Every call runs on one of ROUTES, picked by
+`choose_route` unless `tinyhw.ops.fast.use(batch_norm=...)` forces one:
+  reference     the code below.
+  rows          NumPy float32/float64: contiguous rows, one-pass statistics
+                (E[x^2] - mu^2), the same dx from the same coefficients computed
+                block by block; the centred two-pass form when some |mu| > 4 std
+                (fast/norm_rows.py).
+  rows-centred  the rows route, always with the two-pass statistics.
 """
 import numbers
 
@@ -64,96 +55,77 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape
-from .norm_rows import (_affine_rows, _channel_sums, _repeated, _rows, _train_backward_rows,
-                        _train_forward_rows)
+from . import fast
+from .fast import norm_rows
+
+ROUTES = ("reference", "rows", "rows-centred")
+fast.register("batch_norm", ROUTES)
 
 
-def _channels_first(a):
-    """(N, C, *S) -> a (C, N, L) view, L = prod(S) (1 for (N, C) input)."""
-    n, c = a.shape[:2]
-    return a.reshape(n, c, -1).transpose(1, 0, 2)
+# ---- the reference route ----------------------------------------------------------
+
+def _axes(x):
+    """Every axis but the channel axis 1: the m values of a channel."""
+    return (0,) + tuple(range(2, x.ndim))
 
 
-def _use_rows(xp, x):
-    """The contiguous-rows path (NumPy, float32/float64); else the vectorised one."""
-    return xp is np and x.dtype in (np.float32, np.float64)
+def _per_channel(v, x):
+    """A (C,) vector shaped to broadcast against x (N, C, *S), in x's dtype (a float64
+    statistic against float32 data would upcast the whole array)."""
+    return v.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def _per_channel(xp, v, dtype):
-    """A (C,) statistic reshaped to broadcast against (C, N, L), in the data dtype
-    (never float64 against float32 data: that would upcast the whole array)."""
-    return v.astype(dtype, copy=False)[:, None, None]
+def dx_coefficients(gamma, inv_std, sum_dy, sum_dy_xc, m):
+    """(k1, k2, k3) per channel, with dx = k1 dy - k2 (x - mu) - k3 in training mode."""
+    k1 = gamma * inv_std
+    return k1, k1 * inv_std ** 2 * sum_dy_xc / m, k1 * sum_dy / m
 
 
-def _train_forward_vectorized(xp, x_cf, gamma, beta, eps, y_cf):
-    channels, n, length = x_cf.shape
-    acc = np.promote_types(x_cf.dtype, np.float32)  # float16 sums overflow
-    mean = x_cf.sum(axis=(1, 2), dtype=acc) / (n * length)
-    centred = x_cf - _per_channel(xp, mean, x_cf.dtype)
-    var = _channel_dots(xp, centred, centred, acc) / (n * length)
-    _affine_cf(xp, centred, gamma / xp.sqrt(var + eps), beta, y_cf)
-    return mean, var
+def reference_train_forward(xp, x, gamma, beta, eps):
+    """y, mu and var (biased) from the batch."""
+    acc = np.promote_types(x.dtype, np.float32)
+    mean = x.mean(axis=_axes(x), dtype=acc)
+    xc = x - _per_channel(mean, x)
+    var = (xc.astype(acc, copy=False) * xc).mean(axis=_axes(x))
+    y = xc * _per_channel(gamma / xp.sqrt(var + eps), x)
+    return (y if beta is None else y + _per_channel(beta, x)), mean, var
 
 
-def _channel_dots(xp, a, b, acc):
-    """sum over (N, L) of a * b, per channel, for (C, N, L) arrays."""
-    if a.dtype == acc:
-        return xp.einsum("cnl,cnl->c", a, b)
-    return (a.astype(acc) * b).sum(axis=(1, 2))
-
-
-# ---- training backward ---------------------------------------------------------
-
-
-def _train_backward_vectorized(xp, dy_cf, x_cf, mean, gamma, inv_std, dx_cf):
-    _, n, length = dy_cf.shape
-    m = n * length
-    acc = np.promote_types(dy_cf.dtype, np.float32)
-    centred = x_cf - _per_channel(xp, mean, x_cf.dtype)
-    sum_dy = dy_cf.sum(axis=(1, 2), dtype=acc)
-    sum_dy_xc = _channel_dots(xp, dy_cf, centred, acc)
-    if dx_cf is not None:
-        k1 = gamma * inv_std
-        centred *= _per_channel(xp, k1 * inv_std ** 2 * sum_dy_xc / m, dy_cf.dtype)
-        centred += _per_channel(xp, k1 * sum_dy / m, dy_cf.dtype)
-        xp.multiply(dy_cf, _per_channel(xp, k1, dy_cf.dtype), out=dx_cf)
-        dx_cf -= centred
-    return sum_dy, sum_dy_xc
-
-
-# ---- evaluation mode: y = a x + b per channel ------------------------------------
-def _affine(xp, src, scale, shift, out, rows):
-    """out = src * scale + shift per channel (shift may be None), on (N, C, *S) arrays
-    (contiguous ones on the rows path)."""
-    if rows:
-        n, c, length = _rows(src).shape
-        _affine_rows(xp, src.reshape(n, -1), out.reshape(n, -1),
-                     _repeated(xp, scale, length, src.dtype),
-                     None if shift is None else _repeated(xp, shift, length, src.dtype))
-        return
-    _affine_cf(xp, _channels_first(src), scale, shift, _channels_first(out))
-
-
-def _affine_cf(xp, src_cf, scale, shift, out_cf):
-    """_affine on (C, N, L) views, broadcasting per channel (the vectorised path)."""
-    xp.multiply(src_cf, _per_channel(xp, scale, src_cf.dtype), out=out_cf)
-    if shift is not None:
-        out_cf += _per_channel(xp, shift, src_cf.dtype)
-
-
-def _eval_backward_sums(xp, dy, x, running_mean, inv_std, need_sum_dy_xhat, rows):
-    """sum dy and sum dy * x_hat per channel, x_hat from the running statistics.
-    Centred before multiplying: sum(dy x) - mu sum(dy) would cancel badly when |mu| >> std."""
-    if rows:
-        sum_dy, sum_dy_xc = _channel_sums(xp, _rows(dy), _rows(x), centre=running_mean)
-        return sum_dy, (sum_dy_xc * inv_std if need_sum_dy_xhat else None)
-    dy_cf, x_cf = _channels_first(dy), _channels_first(x)
+def reference_train_backward(dy, x, mean, gamma, inv_std, need_dx):
+    """dx (None unless need_dx), sum dy and sum dy (x - mu), per channel."""
     acc = np.promote_types(dy.dtype, np.float32)
-    sum_dy = dy_cf.sum(axis=(1, 2), dtype=acc)
-    if not need_sum_dy_xhat:
-        return sum_dy, None
-    x_centred = x_cf - _per_channel(xp, running_mean, x.dtype)
-    return sum_dy, _channel_dots(xp, dy_cf, x_centred, acc) * inv_std
+    xc = x - _per_channel(mean, x)
+    sum_dy = dy.sum(axis=_axes(dy), dtype=acc)
+    sum_dy_xc = (dy.astype(acc, copy=False) * xc).sum(axis=_axes(dy))
+    if not need_dx:
+        return None, sum_dy, sum_dy_xc
+    k1, k2, k3 = dx_coefficients(gamma, inv_std, sum_dy, sum_dy_xc, x.size // x.shape[1])
+    dx = dy * _per_channel(k1, dy) - xc * _per_channel(k2, dy) - _per_channel(k3, dy)
+    return dx, sum_dy, sum_dy_xc
+
+
+def reference_eval_sums(dy, x, running_mean):
+    """sum dy and sum dy (x - running_mean), per channel (centred before multiplying:
+    sum(dy x) - mu sum(dy) would cancel badly when |mu| >> std)."""
+    acc = np.promote_types(dy.dtype, np.float32)
+    xc = x - _per_channel(running_mean, x)
+    return dy.sum(axis=_axes(dy), dtype=acc), (dy.astype(acc, copy=False) * xc).sum(_axes(dy))
+
+
+# ---- which route runs --------------------------------------------------------------
+
+def choose_route(xp, dtype):
+    """The route a call takes when none is forced: "rows" for NumPy float32 and float64
+    data, else "reference" (CuPy arrays; float16, whose sums need a wider accumulator)."""
+    return "rows" if norm_rows.runs_on(xp, dtype) else "reference"
+
+
+def _route(xp, x):
+    route = fast.forced_route("batch_norm") or choose_route(xp, x.dtype)
+    if route != "reference" and not norm_rows.runs_on(xp, x.dtype):
+        raise ValueError(f"batch_norm: route {route!r} runs on NumPy float32 and float64 "
+                         f"arrays only, got {type(x).__module__} {x.dtype}")
+    return route
 
 
 def _update_running(running_mean, running_var, mean, var, momentum, m):
@@ -168,53 +140,54 @@ class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
         xp = ctx.xp
-        ctx.rows, ctx.training = _use_rows(xp, x), training
-        if ctx.rows:
+        ctx.route, ctx.training = _route(xp, x), training
+        if ctx.route != "reference":  # the rows routes work on contiguous rows
             x = xp.ascontiguousarray(x)
         gamma = xp.ones(x.shape[1], x.dtype) if weight is None else weight
-        y = xp.empty(x.shape, x.dtype)
         if training:
-            if ctx.rows:
-                mean, var, ctx.centred = _train_forward_rows(_rows(x), gamma, bias, eps, _rows(y))
+            if ctx.route == "reference":
+                y, mean, var = reference_train_forward(xp, x, gamma, bias, eps)
             else:
-                mean, var = _train_forward_vectorized(xp, _channels_first(x), gamma, bias, eps,
-                                                      _channels_first(y))
+                y, mean, var, ctx.centred = norm_rows.train_forward(
+                    x, gamma, bias, eps, always_centred=ctx.route == "rows-centred")
             inv_std = 1.0 / xp.sqrt(var + eps)
             _update_running(running_mean, running_var, mean, var, momentum, x.size // x.shape[1])
             ctx.save(x, mean, gamma, inv_std)
-        else:
-            inv_std = 1.0 / xp.sqrt(running_var + eps)
-            scale = gamma * inv_std
-            shift = -running_mean * scale if bias is None else bias - running_mean * scale
-            _affine(xp, x, scale, shift, y, ctx.rows)
-            ctx.save(x, gamma, inv_std, running_mean)
-        return y
+            return y
+        inv_std = 1.0 / xp.sqrt(running_var + eps)
+        scale = gamma * inv_std                     # y = scale x + shift
+        shift = -running_mean * scale if bias is None else bias - running_mean * scale
+        ctx.save(x, scale, inv_std, running_mean)
+        if ctx.route == "reference":
+            return x * _per_channel(scale, x) + _per_channel(shift, x)
+        return norm_rows.affine(x, scale, shift)
 
     @staticmethod
     def backward(ctx, gy):
-        xp = ctx.xp
+        xp, reference = ctx.xp, ctx.route == "reference"
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        if ctx.rows:
+        if not reference:
             gy = xp.ascontiguousarray(gy)
-        dx = xp.empty(gy.shape, gy.dtype) if need_x else None
         if ctx.training:
             x, mean, gamma, inv_std = ctx.saved
-            if ctx.rows:
-                sum_dy, sum_dy_xc = _train_backward_rows(
-                    _rows(gy), _rows(x), mean, gamma, inv_std, None if dx is None else _rows(dx),
-                    ctx.centred)
+            if reference:
+                dx, sum_dy, sum_dy_xc = reference_train_backward(gy, x, mean, gamma, inv_std,
+                                                                 need_x)
             else:
-                sum_dy, sum_dy_xc = _train_backward_vectorized(
-                    xp, _channels_first(gy), _channels_first(x), mean, gamma, inv_std,
-                    None if dx is None else _channels_first(dx))
-            sum_dy_xhat = sum_dy_xc * inv_std
-        else:
-            x, gamma, inv_std, running_mean = ctx.saved
+                sum_dy, sum_dy_xc = norm_rows.train_backward_sums(gy, x, mean, ctx.centred)
+                dx = None
+                if need_x:  # the reference's dx, computed block by block
+                    k = dx_coefficients(gamma, inv_std, sum_dy, sum_dy_xc, x.size // x.shape[1])
+                    dx = norm_rows.train_dx(gy, x, mean, k, ctx.centred)
+        else:  # dx = scale dy
+            x, scale, inv_std, running_mean = ctx.saved
+            dx = None
             if need_x:
-                _affine(xp, gy, gamma * inv_std, None, dx, ctx.rows)
-            sum_dy, sum_dy_xhat = _eval_backward_sums(xp, gy, x, running_mean, inv_std,
-                                                      need_weight, ctx.rows)
-        dgamma = sum_dy_xhat.astype(gy.dtype) if need_weight else None
+                dx = gy * _per_channel(scale, gy) if reference else \
+                    norm_rows.affine(gy, scale, None)
+            sum_dy, sum_dy_xc = (reference_eval_sums if reference else norm_rows.eval_sums)(
+                gy, x, running_mean)
+        dgamma = (sum_dy_xc * inv_std).astype(gy.dtype) if need_weight else None
         dbeta = sum_dy.astype(gy.dtype) if need_bias else None
         return dx, dgamma, dbeta
 
