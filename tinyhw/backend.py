@@ -82,9 +82,9 @@ def keep_freed_memory():
 
     NumPy allocates every large temporary afresh; by default glibc serves blocks above
     128 KiB with mmap and unmaps them on free, so each new activation-sized array costs
-    page faults (measured: ~1 ms per fresh 6 MB array, ~8% of an LSTM step). Raising the
-    mmap and trim thresholds makes the heap recycle those blocks. Call it from entry
-    points (training, benchmarks), not on import: it changes the process's allocator.
+    page faults (timings in bench/NOTES.md). Raising the mmap and trim thresholds makes the
+    heap recycle those blocks. Call it from entry points (training, benchmarks), not on
+    import: it changes the process's allocator.
     A no-op returning False where glibc's mallopt is unavailable.
     """
     import ctypes

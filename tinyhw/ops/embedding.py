@@ -13,17 +13,9 @@ repeated indices sum. The row `padding_idx` (when given) gets a zero gradient, s
 that row stays whatever it was initialised to (torch's convention). The indices
 get no gradient.
 
-Scatter-add speed. NumPy >= 1.25 has a fast `ufunc.at` for 1-D indices, while
-`np.add.at(grad, i, rows)` on a 2-D grad still takes a slow generic loop. So the
-scatter runs on the flattened (V * D,) gradient with one index per element,
-i[s] * D + d. Measured on one core of this project's machine (numpy 2.4) for Kim's
-language model, the word table (700 indices, 10000 x 650) takes ~1.0 ms here
-against ~3.5 ms for 2-D add.at (plus ~1 ms to zero the dense 26 MB gradient in
-both), and the character table (14700 indices, 51 x 15) ~0.5 ms against ~2.1 ms.
-Sorting with `add.reduceat` (~2-3 ms), one `bincount` per column (~25 ms on the
-word table) and a one-hot matmul (fast only for the 51-row table, and at the
-mercy of BLAS threads) lost. CuPy runs the same code: `cupy.add.at` is an
-atomic-add kernel.
+The scatter runs on the flattened (V * D,) gradient with one index per element,
+i[s] * D + d, where `add.at` has a fast 1-D path (timings of the alternatives in
+bench/NOTES.md). CuPy runs the same code: `cupy.add.at` is an atomic-add kernel.
 """
 import numpy as np
 
