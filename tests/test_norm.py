@@ -236,7 +236,8 @@ def test_one_pass_variance_only_when_well_conditioned(rng, mean, centred):
 
 @pytest.mark.parametrize("route", norm.ROUTES)
 def test_non_contiguous_input_and_gradient(rng, route):
-    """The rows path works on contiguous copies of strided inputs and gradients."""
+    """Strided inputs and gradients (the rows routes work on contiguous copies); every route
+    returns C-contiguous results."""
     base = rng.normal(size=(6, 3, 8, 10))
     x, dy = base[::2, :, :, ::2], rng.normal(size=(6, 3, 10, 8)).transpose(0, 1, 3, 2)[::2]
     xt = tinyhw.Tensor(x, requires_grad=True)
@@ -247,6 +248,7 @@ def test_non_contiguous_input_and_gradient(rng, route):
     np.testing.assert_allclose(y.data, y_ref, rtol=1e-10, atol=1e-10)
     dx_ref = closed_form_grads(x, dy[:, :, :, ::2], None, True)[0]
     np.testing.assert_allclose(xt.grad, dx_ref, rtol=1e-9, atol=1e-10)
+    assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
 
 
 def test_float32_large_mean_is_accurate(rng):

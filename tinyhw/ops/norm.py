@@ -153,14 +153,14 @@ class BatchNorm(Function):
             inv_std = 1.0 / xp.sqrt(var + eps)
             _update_running(running_mean, running_var, mean, var, momentum, x.size // x.shape[1])
             ctx.save(x, mean, gamma, inv_std)
-            return y
-        inv_std = 1.0 / xp.sqrt(running_var + eps)
-        scale = gamma * inv_std                     # y = scale x + shift
-        shift = -running_mean * scale if bias is None else bias - running_mean * scale
-        ctx.save(x, scale, inv_std, running_mean)
-        if ctx.route == "reference":
-            return x * _per_channel(scale, x) + _per_channel(shift, x)
-        return norm_rows.affine(x, scale, shift)
+        else:
+            inv_std = 1.0 / xp.sqrt(running_var + eps)
+            scale = gamma * inv_std                     # y = scale x + shift
+            shift = -running_mean * scale if bias is None else bias - running_mean * scale
+            ctx.save(x, scale, inv_std, running_mean)
+            y = x * _per_channel(scale, x) + _per_channel(shift, x) \
+                if ctx.route == "reference" else norm_rows.affine(x, scale, shift)
+        return xp.ascontiguousarray(y)   # (the reference's follows x's layout)
 
     @staticmethod
     def backward(ctx, gy):
@@ -189,7 +189,7 @@ class BatchNorm(Function):
                 gy, x, running_mean)
         dgamma = (sum_dy_xc * inv_std).astype(gy.dtype) if need_weight else None
         dbeta = sum_dy.astype(gy.dtype) if need_bias else None
-        return dx, dgamma, dbeta
+        return (None if dx is None else xp.ascontiguousarray(dx)), dgamma, dbeta
 
 
 # ---- the public function -----------------------------------------------------------
