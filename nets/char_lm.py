@@ -71,7 +71,6 @@ class CharLM(nn.Module):
         c = CONFIGS[config]
         self.config, self.variant = config, variant
         self.cnn = CharCNN(char_vocab, c["char_dim"], c["widths"], c["filters"], max_word_len)
-        self.cnn_input_length = max_word_len
         width = self.cnn.out_features
         layers = highway_layer_count(config, variant)
         # Kim et al.'s -2 is a constant offset on the gate (the learned bias is initialised
@@ -121,21 +120,3 @@ def build(config, variant, word_vocab, char_vocab, max_word_len, init_scale=0.05
 
 def count_parameters(model):
     return sum(p.size for p in model.parameters())
-
-
-def training_step_bytes(model, steps, batch, itemsize=4):
-    """A rough upper estimate of the memory one training step needs, in bytes: what the
-    forward pass keeps for the backward pass, plus the gradients of the largest activations.
-    Per word (steps * batch of them), in floats: the character embeddings (L * d, twice for
-    the transposed copy), every convolution's output before the max (filters * L, twice for
-    its gradient), 6 per unit and highway layer (H, gates, output and gradients), 10 per
-    unit and LSTM layer (four gates, c, tanh c, h and gradients), 3 per word of the
-    vocabulary (logits, softmax, gradient); plus 3 copies of the parameters (weights,
-    gradients, update)."""
-    cnn, words = model.cnn, steps * batch
-    length = model.cnn_input_length
-    per_word = (2 * length * cnn.embed.weight.shape[1] + 2 * length * cnn.out_features
-                + 6 * cnn.out_features * len(model.highways)
-                + 10 * model.lstm.hidden_size * model.lstm.num_layers
-                + 3 * model.decoder.weight.shape[0])
-    return itemsize * (words * per_word + 3 * count_parameters(model))

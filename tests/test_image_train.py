@@ -211,8 +211,8 @@ def test_limit_uses_n_evenly_spaced_images_of_each_split(folder, tmp_path, capsy
     train_image.main(_cpu(folder, out, "--limit", "12", "--batch-size", "6", "--epochs", "1"))
     assert "12 train / 12 val images, 3 classes" in capsys.readouterr().out
     _, _, meta = serialize.load_checkpoint(out / "last.npz")
-    assert meta["limit"] == 12 and meta["batch_size"] == 6
-    assert meta["data"] == str(folder.resolve())
+    assert meta["flags"]["--limit"] == 12 and meta["flags"]["--batch-size"] == 6
+    assert meta["flags"]["--data"] == str(folder.resolve())
 
 
 @pytest.mark.parametrize("argv", [["--limit", "0"], ["--limit", "-3"]])
@@ -237,8 +237,8 @@ def test_images_of_another_size_suggest_a_cli_remedy(folder, tmp_path):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (["--batch-size", "6"], "--batch-size 6 differs from the run's --batch-size 12"),
-    (["--limit", "30"], "--limit 30 differs from the run's --limit (not given)"),
+    (["--batch-size", "6"], "was trained with --batch-size 12, not --batch-size 6"),
+    (["--limit", "30"], "was trained with --limit (not given), not --limit 30"),
 ])
 def test_resume_refuses_other_batches(folder, tmp_path, change, expected):
     out = tmp_path / "run"
@@ -254,7 +254,7 @@ def test_resume_refuses_other_data_or_classes(folder, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     message = _error(None, *_cpu(copy, out, "--resume", "--limit", "30"))
-    assert f"--data {copy.resolve()} differs from the run's --data {folder.resolve()}" in message
+    assert f"trained with --data {folder.resolve()}, not --data {copy.resolve()}" in message
     for split in ("train", "val"):
         (folder / split / "class0").rename(folder / split / "apple")
     message = _error(None, *_cpu(folder, out, "--resume", "--limit", "30"))
@@ -266,8 +266,7 @@ def test_resume_of_a_checkpoint_without_the_data_keys(folder, tmp_path):
     out = tmp_path / "run"
     train_image.main(_cpu(folder, out, "--max-steps", "1"))
     model, optimizer, meta = serialize.load_checkpoint(out / "last.npz")
-    for key in ("data", "batch_size", "limit"):      # as written before they were recorded
-        del meta[key]
+    del meta["flags"], meta["kind"]                   # as written before they were recorded
     serialize.save_checkpoint(out / "last.npz", model, optimizer, meta)
     train_image.main(_cpu(folder, out, "--resume", "--max-steps", "2", "--batch-size", "6"))
 

@@ -39,7 +39,7 @@ from data.images import (BadImageError, BatchLoader, ImageSizeError, find_image_
 from nets import ARCHS, build_image_net, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
-from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments,
+from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals, add_run_arguments,
                         append_metrics, check_run_arguments, checkpoint_note, choose_device,
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
                         remember_command, require_at_least_one, require_memory, resume,
@@ -154,24 +154,19 @@ class Trainer:
         meta = {k: getattr(self, k) for k in keys}
         meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
                     rng=tinyhw.random.get_state(), kind=CHECKPOINT_KIND)
-        meta.update(self._data_meta())
+        meta["flags"] = self.flags()
         return meta
 
-    def _data_meta(self):
-        """What fixes the batches a resumed run must see again: the data folder (resolved),
-        --batch-size and --limit (classes are in the meta already)."""
-        return {"data": str(Path(self.train_loader.dataset.root).resolve()),
-                "batch_size": self.args.batch_size, "limit": self.args.limit}
+    def flags(self):
+        """The flags a resumed run must share with the saved one, because they fix the
+        batches it sees again: the data folder (resolved), --batch-size and --limit."""
+        return {"--data": str(Path(self.train_loader.dataset.root).resolve()),
+                "--batch-size": self.args.batch_size, "--limit": self.args.limit}
 
-    def _check_same_data(self, meta):
-        """ValueError naming the flag and both values when the checkpoint's run read other
-        data or batches; a key an older checkpoint lacks is not checked."""
-        for flag, key in (("--data", "data"), ("--batch-size", "batch_size"),
-                          ("--limit", "limit")):
-            given = self._data_meta()[key]
-            if key in meta and meta[key] != given:
-                raise ValueError(f"{flag} {_shown(given)} differs from the run's {flag} "
-                                 f"{_shown(meta[key])}: resume with the same {flag}")
+    def _check_same_data(self, meta, path):
+        """Refuse other data, batches or classes than the checkpoint's run saw; what an older
+        checkpoint did not record is not checked."""
+        check_same_flags(meta, self.flags(), path)
         classes = self.train_loader.dataset.classes
         if "classes" in meta and list(meta["classes"]) != classes:
             raise ValueError("the image classes of --data differ from the run's: " +
@@ -188,7 +183,7 @@ class Trainer:
         if (meta["arch"], meta["bn"]) != (self.args.arch, self.args.bn):
             raise SystemExit(f"--resume: {path} holds an --arch {meta['arch']} run with "
                              f"bn={meta['bn']}, not --arch {self.args.arch} bn={self.args.bn}")
-        self._check_same_data(meta)
+        self._check_same_data(meta, path)
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(optim_state)
         for key in ("epoch", "batch", "step", "history", "best_top1", "epoch_loss",
@@ -270,10 +265,6 @@ class Trainer:
         self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
 
 
-def _shown(value):
-    return "(not given)" if value is None else value
-
-
 def class_difference(a, b, a_name, b_name, shown=5):
     """'only in <a_name>: x, y; only in <b_name>: z' for two lists of class names (the first
     `shown` of each)."""
@@ -343,12 +334,12 @@ def main(argv=None):
         root, train_set, val_set = load_data(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    open_run_folder(args.out, args.resume, args.overwrite)
     try:
         trainer = Trainer(args, train_set, val_set, device)
     except ValueError as e:   # e.g. a --batch-size larger than the training split
         raise SystemExit(f"error: {e}") from None
     require_step_memory(trainer)
+    open_run_folder(args.out, args.resume, args.overwrite)
     if args.resume:
         resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
     record_command(args)

@@ -28,10 +28,11 @@ from tqdm import tqdm
 import tinyhw
 import tinyhw.functional as F
 from data.ptb import KIM_MAX_WORD_LEN, Corpus, find_ptb_dir, num_windows, stream_batches
-from nets.char_lm import CONFIGS, build, count_parameters, training_step_bytes
+from nets.char_lm import CONFIGS, build, count_parameters
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from tinyhw.ops.highway import VARIANTS
+from train.memory import gpu_free_bytes, training_bytes
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
                         check_run_arguments, check_same_flags, checkpoint_note, choose_device,
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
@@ -244,6 +245,19 @@ def check_split_sizes(corpus, batch_size):
                  f"tokens): too few for {where}, which needs at least {streams + 1}")
 
 
+def require_step_memory(trainer):
+    """Exit with one line when a training step cannot fit in memory (train.memory's estimate,
+    from the graph of one time step of the --batch-size streams, times --seq-len)."""
+    a, model = trainer.args, trainer.model
+    inputs = np.zeros((1, a.batch_size), dtype=np.int64)
+    chars = _device_ints(trainer.corpus.chars(inputs), trainer.device)
+    model.eval()    # no dropout draw: the random state stays as seeded
+    need = training_bytes(lambda: model(chars)[0], 1, a.seq_len, model.parameters())
+    require_memory(need, f"--config {a.config} --batch-size {a.batch_size} "
+                         f"--seq-len {a.seq_len}",
+                   gpu_free_bytes() if trainer.device == "gpu" else None)
+
+
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
@@ -254,9 +268,7 @@ def main(argv=None):
         fail(e)
     check_split_sizes(corpus, args.batch_size)
     trainer = Trainer(args, corpus, device)
-    require_memory(training_step_bytes(trainer.model, args.seq_len, args.batch_size),
-                   f"--config {args.config} --batch-size {args.batch_size} "
-                   f"--seq-len {args.seq_len}")
+    require_step_memory(trainer)
     open_run_folder(args.out, args.resume, args.overwrite)
     if args.resume:
         resume(trainer, args.out,

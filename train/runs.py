@@ -111,8 +111,8 @@ def require_memory(estimate, what, available=None):
     better one line now than an out-of-memory kill hours later. `what` names the flags."""
     available = available_memory_bytes() if available is None else available
     if available is not None and estimate > available:
-        fail(f"one training step needs about {estimate / 2**30:.1f} GiB for activations with "
-             f"{what}, but only {available / 2**30:.1f} GiB of memory is available: use a "
+        fail(f"one training step needs about {estimate / 2**30:.1f} GiB (activations and "
+             f"parameters) with {what}, but only {available / 2**30:.1f} GiB of memory is available: use a "
              "smaller value")
 
 
@@ -205,10 +205,12 @@ def check_same_flags(meta, current, path):
     maps a flag to its value now; meta['flags'] holds them as saved. Flags an older
     checkpoint did not record are not checked."""
     saved = meta.get("flags", {})
+    shown = lambda v: "(not given)" if v is None else v   # noqa: E731
     for flag, value in current.items():
         if flag in saved and saved[flag] != value:
-            fail(f"--resume: {path} was trained with {flag} {saved[flag]}, not {flag} {value}: "
-                 f"resume with {flag} {saved[flag]}, or start a new run in another --out")
+            fail(f"--resume: {path} was trained with {flag} {shown(saved[flag])}, not {flag} "
+                 f"{shown(value)}: resume with the same {flag}, or start a new run in another "
+                 "--out")
 
 
 def resume(trainer, out, position):
