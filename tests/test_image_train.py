@@ -1,6 +1,7 @@
 """train.image end to end on a tiny generated image folder: learning, resume, divergence, CLI."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -316,4 +317,6 @@ def test_evaluation_shows_a_progress_bar_that_goes_away(folder, capsys):
     assert set(scores) == {"loss", "top1_err", "top5_err"}
     err = capsys.readouterr().err
     assert "val: " in err and "0/3" in err
-    assert err.rstrip("\r").split("\r")[-1].strip() == ""       # leave=False: cleared at the end
+    last = err.rstrip("\r").split("\r")[-1]
+    # leave=False: cleared at the end (tqdm may add a cursor-up escape after other bars)
+    assert re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", last).strip() == ""

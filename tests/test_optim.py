@@ -212,115 +212,38 @@ def _sgd(lr=1.0):
     return optim.SGD([_leaf([0.0])], lr=lr)
 
 
-def _lrs(scheduler, epochs, metrics=None):
-    """Learning rate after construction and after each of `epochs` steps."""
-    out = [scheduler.optimizer.param_groups[0]["lr"]]
-    for e in range(epochs):
-        scheduler.step() if metrics is None else scheduler.step(metrics[e])
-        out.append(scheduler.optimizer.param_groups[0]["lr"])
-    return out
+def test_kim_halving_compares_with_the_previous_epoch_from_the_third_on():
+    opt = _sgd(1.0)
+    halving = optim.KimHalving(opt)
+    # epochs 1-2 never cut; epoch 3 improves by 0.5 (< 1): cut; epoch 4 gets worse: cut;
+    # epoch 5 improves by 8.5 over epoch 4 (though only 8 below the best): no cut.
+    cuts = [halving.step(v) for v in (100.0, 99.9, 99.4, 100.0, 91.5, 91.0)]
+    assert cuts == [False, False, True, True, False, True]
+    assert opt.param_groups[0]["lr"] == 0.125
+    assert halving.history == [100.0, 99.9, 99.4, 100.0, 91.5, 91.0]
 
 
-def test_step_lr_by_hand():
-    assert _lrs(optim.StepLR(_sgd(1.0), step_size=2, gamma=0.5), 5) == [1, 1, .5, .5, .25, .25]
+def test_kim_halving_resumes_from_its_history():
+    whole, resumed = optim.KimHalving(_sgd()), None
+    values = [50.0, 40.0, 39.5, 39.0, 30.0]
+    for v in values[:3]:
+        whole.step(v)
+    resumed = optim.KimHalving(_sgd(whole.optimizer.param_groups[0]["lr"]),
+                               history=json.loads(json.dumps(whole.history)))
+    assert [whole.step(v) for v in values[3:]] == [resumed.step(v) for v in values[3:]]
 
 
-def test_cosine_annealing_by_hand():
-    T, base, eta = 4, 0.1, 0.01
-    expected = [eta + (base - eta) * (1 + math.cos(math.pi * t / T)) / 2 for t in range(11)]
-    got = _lrs(optim.CosineAnnealingLR(_sgd(base), T_max=T, eta_min=eta), 10)
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
-    assert got[T] == pytest.approx(eta) and got[2 * T] == pytest.approx(base)
-
-
-def test_plateau_kims_rule_by_hand():
-    # Halve whenever the perplexity is not at least 1.0 below the best so far.
-    metrics = [100.0, 99.5, 98.0, 98.5, 90.0, 89.2, 87.0]
-    got = _lrs(optim.ReduceLROnPlateau(_sgd(1.0)), 7, metrics)
-    assert got == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
-
-
-def test_plateau_patience_cooldown_min_lr_by_hand():
-    s = optim.ReduceLROnPlateau(_sgd(1.0), factor=0.1, patience=1, cooldown=1, min_lr=0.005,
-                                threshold=0.0)
-    # bad epochs 2 and 3 -> cut at 3; epoch 4 is in cooldown; bad 5 and 6 -> cut at 6 ...
-    got = _lrs(s, 9, [5.0] * 9)
-    assert got == pytest.approx([1, 1, 1, .1, .1, .1, .01, .01, .01, .005])
-
-
-def _torch_lrs(torch, make, epochs, lr, metrics=None):
-    p = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([p], lr=lr)
-    sched = make(opt)
-    out = [opt.param_groups[0]["lr"]]
-    for e in range(epochs):
-        opt.step()
-        sched.step() if metrics is None else sched.step(metrics[e])
-        out.append(opt.param_groups[0]["lr"])
-    return out
-
-
-@pytest.mark.parametrize("name, kwargs", [
-    ("StepLR", dict(step_size=3, gamma=0.3)),
-    ("StepLR", dict(step_size=1, gamma=0.9)),
-    ("CosineAnnealingLR", dict(T_max=5, eta_min=0.001)),
-    ("CosineAnnealingLR", dict(T_max=3)),
-])
-def test_epoch_schedulers_match_torch_exactly(name, kwargs):
-    torch = pytest.importorskip("torch")
-    ours = _lrs(getattr(optim, name)(_sgd(0.2), **kwargs), 13)
-    theirs = _torch_lrs(torch, lambda o: getattr(torch.optim.lr_scheduler, name)(o, **kwargs),
-                        13, 0.2)
-    assert ours == theirs
-
-
-@pytest.mark.parametrize("kwargs", [
-    dict(),
-    dict(mode="min", factor=0.5, patience=1, threshold=0.02, threshold_mode="rel", cooldown=2),
-    dict(mode="max", factor=0.3, patience=0, threshold=0.5, threshold_mode="abs", min_lr=0.01),
-])
-def test_plateau_matches_torch(kwargs):
-    torch = pytest.importorskip("torch")
-    metrics = [10.0, 9.0, 8.9, 9.5, 7.0, 7.1, 7.05, 6.0, 6.5, 6.4, 6.39, 3.0, 3.2, 3.1]
-    full = dict(dict(mode="min", factor=0.5, patience=0, threshold=1.0, threshold_mode="abs"),
-                **kwargs)
-    ours = _lrs(optim.ReduceLROnPlateau(_sgd(1.0), **kwargs), len(metrics), metrics)
-    theirs = _torch_lrs(torch, lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **full),
-                        len(metrics), 1.0, metrics)
-    assert ours == theirs
-
-
-@pytest.mark.parametrize("make, metrics", [
-    (lambda o: optim.StepLR(o, step_size=2, gamma=0.5), None),
-    (lambda o: optim.CosineAnnealingLR(o, T_max=4, eta_min=0.01), None),
-    (lambda o: optim.ReduceLROnPlateau(o, patience=1, cooldown=1), [5, 4, 4.5, 4.2, 4, 4, 4, 2]),
-])
-def test_scheduler_state_dict_round_trip_through_json(make, metrics):
-    opt = _sgd(0.5)
-    sched = make(opt)
-    head = None if metrics is None else metrics[:4]
-    _lrs(sched, 4, head)
-    state = json.loads(json.dumps(sched.state_dict()))   # checkpoints keep it as JSON
-    opt_state = opt.state_dict()
-    tail = None if metrics is None else metrics[4:]
-    expected = _lrs(sched, 4, tail)
-
-    opt2 = _sgd(123.0)
-    opt2.load_state_dict(opt_state)
-    sched2 = make(opt2)
-    sched2.load_state_dict(state)
-    assert _lrs(sched2, 4, tail) == expected
-
-
-@pytest.mark.parametrize("make, message", [
-    (lambda o: optim.StepLR(o, step_size=0), "step_size"),
-    (lambda o: optim.CosineAnnealingLR(o, T_max=0), "T_max"),
-    (lambda o: optim.ReduceLROnPlateau(o, factor=1.0), "factor"),
-    (lambda o: optim.ReduceLROnPlateau(o, mode="up"), "mode"),
-    (lambda o: optim.ReduceLROnPlateau(o, threshold_mode="pct"), "threshold_mode"),
-])
-def test_scheduler_validation(make, message):
-    with pytest.raises(ValueError, match=message):
-        make(_sgd())
+def test_kim_halving_validation():
     with pytest.raises(TypeError, match="Optimizer"):
-        optim.StepLR("not an optimizer", step_size=1)
+        optim.KimHalving("not an optimizer")
+    with pytest.raises(ValueError, match="factor"):
+        optim.KimHalving(_sgd(), factor=1.0)
+
+
+def test_warmup_then_cosine_or_step():
+    assert optim.warmup_cosine_lr(0.2, 0.5, 10, warmup=1) == pytest.approx(0.1)
+    assert optim.warmup_cosine_lr(0.2, 1, 10, warmup=1) == pytest.approx(0.2)
+    assert optim.warmup_cosine_lr(0.2, 5.5, 10, warmup=1) == pytest.approx(0.1)
+    assert optim.warmup_cosine_lr(0.2, 10, 10, warmup=1) == pytest.approx(0.0, abs=1e-15)
+    steps = [optim.warmup_step_lr(1.0, p, 8) for p in (0, 3.9, 4, 5.9, 6, 7.9)]
+    assert steps == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

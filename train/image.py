@@ -102,12 +102,8 @@ def parse_args(argv=None):
 
 def learning_rate(args, progress):
     """The learning rate after `progress` epochs (a float: epoch + fraction of it)."""
-    if progress < args.warmup:
-        return args.lr * progress / args.warmup
-    if args.schedule == "step":
-        return args.lr * 0.1 ** sum(progress >= m * args.epochs for m in (0.5, 0.75))
-    t = (progress - args.warmup) / max(args.epochs - args.warmup, 1e-9)
-    return 0.5 * args.lr * (1 + math.cos(math.pi * min(t, 1.0)))
+    schedule = optim.warmup_step_lr if args.schedule == "step" else optim.warmup_cosine_lr
+    return schedule(args.lr, progress, args.epochs, args.warmup)
 
 
 def topk_errors(logits, labels, ks=(1, 5)):

@@ -113,9 +113,10 @@ class Trainer:
         self.model = build(args.config, args.variant, len(v.words), len(v.chars),
                            v.max_word_len).to(device)
         self.opt = optim.SGD(self.model.parameters(), lr=args.lr)
+        self.halving = optim.KimHalving(self.opt)       # its history: the val perplexities
         self.epoch, self.window, self.step = 0, 0, 0    # position: next window of this epoch
         self.state = None                               # LSTM (h, c) carried across windows
-        self.val_history, self.best_val = [], math.inf
+        self.best_val = math.inf
         self.epoch_nll, self.epoch_tokens = 0.0, 0
 
     # ---- checkpoints ----------------------------------------------------------------
@@ -125,7 +126,7 @@ class Trainer:
             arrays["carry.h"], arrays["carry.c"] = self.state[0].data, self.state[1].data
         meta = {"config": self.args.config, "variant": self.args.variant,
                 "epoch": self.epoch, "window": self.window, "step": self.step,
-                "lr": self.opt.param_groups[0]["lr"], "val_history": self.val_history,
+                "lr": self.opt.param_groups[0]["lr"], "val_history": self.halving.history,
                 "best_val": self.best_val, "epoch_nll": self.epoch_nll,
                 "epoch_tokens": self.epoch_tokens, "rng": tinyhw.random.get_state(),
                 "kind": CHECKPOINT_KIND, "flags": self.flags()}
@@ -151,9 +152,9 @@ class Trainer:
         if "carry.h" in arrays:
             self.state = tuple(tinyhw.Tensor(to_device(arrays[k], self.device))
                                for k in ("carry.h", "carry.c"))
-        for key in ("epoch", "window", "step", "val_history", "best_val", "epoch_nll",
-                    "epoch_tokens"):
+        for key in ("epoch", "window", "step", "best_val", "epoch_nll", "epoch_tokens"):
             setattr(self, key, meta[key])
+        self.halving.history = list(meta["val_history"])
         self.opt.param_groups[0]["lr"] = meta["lr"]
         tinyhw.random.set_state(meta["rng"])
 
@@ -186,10 +187,7 @@ class Trainer:
             self.best_val = val
             serialize.save(self.model.state_dict(), a.out / "best.npz",
                            meta={"config": a.config, "variant": a.variant, "val_ppl": val})
-        # Kim et al.: from the third epoch on, halve when val improved by less than 1.0.
-        if len(self.val_history) >= 2 and self.val_history[-1] - val < 1.0:
-            self.opt.param_groups[0]["lr"] = lr * 0.5
-        self.val_history.append(val)
+        self.halving.step(val)
         record = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train_ppl": train_ppl,
                   "val_ppl": val, "best_val_ppl": self.best_val, "seconds": log["seconds"],
                   "words_per_s": log["words_per_s"]}

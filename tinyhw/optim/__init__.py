@@ -1,15 +1,14 @@
-"""Optimisation: SGD, global gradient-norm clipping, learning-rate schedules.
+"""Optimisation: SGD, global gradient-norm clipping, and the learning-rate schedules the entry
+points use (Kim et al.'s halving rule; warm-up with cosine or step decay).
 
     import tinyhw.optim as optim
     opt = optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
-    sched = optim.ReduceLROnPlateau(opt)          # Kim et al.'s halving rule
+    halving = optim.KimHalving(opt)               # then halving.step(val_ppl) after each epoch
 """
-from . import lr_scheduler
 from .clip import clip_grad_norm_
-from .lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR
 from .optimizer import Optimizer
-from .plateau import ReduceLROnPlateau
+from .schedules import KimHalving, warmup_cosine_lr, warmup_step_lr
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "clip_grad_norm_", "LRScheduler", "StepLR",
-           "CosineAnnealingLR", "ReduceLROnPlateau", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "clip_grad_norm_", "KimHalving", "warmup_cosine_lr",
+           "warmup_step_lr"]
