@@ -4,11 +4,13 @@ import pytest
 from train import demo
 
 
-@pytest.mark.parametrize("variant", ["coupled", "residual"])
-def test_highway_mlp_learns_two_spirals(variant):
-    accuracy = demo.main(["--variant", variant, "--layers", "6", "--width", "64",
-                          "--steps", "800", "--device", "cpu"])
-    assert accuracy > 0.9   # a linear classifier gets about 0.5 on two spirals
+@pytest.mark.parametrize("variant, lr", [("coupled", "0.5"), ("residual", "0.3")])
+def test_highway_mlp_learns_two_spirals(variant, lr):
+    # 300 steps of a 4-layer net (under a second): over seeds 0-7 the test accuracy was at
+    # least 0.95, with one BLAS thread or two; a linear classifier gets about 0.5.
+    accuracy = demo.main(["--variant", variant, "--layers", "4", "--width", "64",
+                          "--steps", "300", "--lr", lr, "--device", "cpu"])
+    assert accuracy > 0.9
 
 
 def test_bad_arguments_are_rejected(capsys):

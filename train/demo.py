@@ -1,15 +1,24 @@
-"""A two-minute demo of the engine: a deep highway MLP learns the two-spirals problem.
+"""A ten-second demo of the engine: a deep highway MLP learns the two-spirals problem.
 
-    python -m train.demo --variant coupled --layers 10
+    python -m train.demo                    # 10 coupled highway layers: test accuracy ~0.99
+    python -m train.demo --variant plain    # 10 plain layers do not train: 0.5
 
-Two interleaved spirals in the plane are a classic task a shallow net cannot
-separate; a stack of highway layers (any of the six variants) learns it in a
-few hundred SGD steps on the CPU. The last line printed is the test accuracy.
+Two interleaved spirals in the plane are a classic task a shallow net cannot separate; a
+stack of highway layers (any of the six variants) learns it with SGD (momentum 0.9, learning
+rate annealed to zero) in 1500 steps, about ten seconds on two CPU cores. It runs numpy with
+one BLAS thread unless OPENBLAS_NUM_THREADS says otherwise. The last line printed is the test
+accuracy (a linear classifier gets about 0.5).
 """
 import argparse
 import math
+import os
 
-import numpy as np
+# Every matrix here is at most 128 x 64: a BLAS thread pool only adds hand-offs, and on a
+# machine whose cores are busy its spin-waiting made the demo 7x slower (70 s instead of 10).
+# Read by OpenBLAS when numpy is first imported, as under `python -m train.demo`.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 from tqdm import tqdm
 
 import tinyhw
@@ -49,16 +58,18 @@ def accuracy(model, x, y):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", choices=VARIANTS, default="coupled", help="highway variant")
     p.add_argument("--layers", type=int, default=10, help="number of highway layers (default 10)")
     p.add_argument("--width", type=int, default=64, help="units per layer (default 64)")
     p.add_argument("--steps", type=int, default=1500, help="SGD steps (default 1500)")
     p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--lr", type=float, default=0.1,
+                   help="initial learning rate, annealed to 0 by a cosine (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where to compute (default auto: the GPU when one is usable)")
     args = p.parse_args(argv)
     for name in ("layers", "width", "steps", "batch"):
         if getattr(args, name) < 1:
@@ -82,6 +93,10 @@ def main(argv=None):
           f"{sum(p.size for p in model.parameters()):,} parameters, device {device}")
     bar = tqdm(range(args.steps), desc="train", unit="step")
     for step in bar:
+        # Cosine annealing to zero: the last steps settle instead of jittering, so the final
+        # accuracy does not depend on where SGD's noise happened to leave the weights.
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * args.lr * (1 + math.cos(math.pi * step / args.steps))
         idx = rng.integers(0, len(x_train), args.batch)
         xb = tinyhw.tensor(x_train[idx], device=device)
         yb = tinyhw.Tensor(to_device(y_train[idx], device))
