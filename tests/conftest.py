@@ -3,7 +3,13 @@ local default) and `thorough` (many examples). Choose with
 `pytest --hypothesis-profile=thorough` or HYPOTHESIS_PROFILE=thorough.
 
 No profile has a deadline: a gradient check on a machine shared with a training run can take
-many times its usual time, and that is not a failure."""
+many times its usual time, and that is not a failure.
+
+Cross-checks against PyTorch: every test that calls `pytest.importorskip("torch")` gets the
+`torch` marker, so `python -m pytest -m torch` runs exactly them. Without torch they skip;
+with TINYHW_REQUIRE_TORCH=1 (set by .ci/run, which installs torch) a skipped torch test is a
+failure instead, so the cross-checks cannot silently stop running."""
+import inspect
 import os
 
 # One BLAS thread unless the caller chose otherwise (the suite passes with OPENBLAS_NUM_THREADS=1
@@ -23,6 +29,34 @@ settings.register_profile("ci", derandomize=True, max_examples=100, print_blob=T
 settings.register_profile("dev", max_examples=25, **_common)
 settings.register_profile("thorough", max_examples=300, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+REQUIRE_TORCH = os.environ.get("TINYHW_REQUIRE_TORCH", "") not in ("", "0")
+_TORCH_CALLS = ('importorskip("torch")', "importorskip('torch')")
+
+
+def _uses_torch(item):
+    try:
+        source = inspect.getsource(item.function)   # unwraps Hypothesis's @given
+    except (AttributeError, OSError, TypeError):
+        return False
+    return any(call in source for call in _TORCH_CALLS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _uses_torch(item):
+            item.add_marker(pytest.mark.torch)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_TORCH and report.skipped and item.get_closest_marker("torch") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (f"TINYHW_REQUIRE_TORCH=1, yet this torch cross-check was skipped: "
+                           f"{reason}")
 
 
 @pytest.fixture
