@@ -48,6 +48,12 @@ def runs(tmp_path):
     return lm, cifar, nobn
 
 
+@pytest.fixture
+def no_plots(monkeypatch):
+    """For tests about the table: drawing the PNGs is most of a report's time."""
+    monkeypatch.setattr(report, "load_figure_class", lambda: None)
+
+
 def _rows(text):
     """{run folder name: [cells]} for every table row of the report."""
     rows = {}
@@ -90,12 +96,60 @@ def test_without_matplotlib_report_md_is_still_written(runs, tmp_path, monkeypat
     assert "plots skipped" in capsys.readouterr().err
 
 
-def test_missing_metrics_is_a_clear_error(tmp_path):
+def test_folders_that_are_not_runs_are_skipped_with_a_note(no_plots, runs, tmp_path, capsys):
+    """`python -m train.report results/*` meets results/bench and results/report."""
+    bench = tmp_path / "runs" / "bench"
+    bench.mkdir()
+    (bench / "ops.txt").write_text("timings\n")
+    stray = tmp_path / "runs" / "notes.txt"
+    stray.write_text("a file\n")
+    text = report.main([str(runs[0]), str(bench), str(stray), "--out", str(tmp_path / "out")])
+    assert list(_rows(text)) == ["lm_full"]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: skipping {bench}: no metrics.jsonl (not a train.lm / train.image "
+                     "run folder, or its first epoch has not ended yet)",
+                     f"note: skipping {stray}: not a folder"]
+
+
+def test_no_run_at_all_or_a_missing_folder_is_an_error(tmp_path):
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(SystemExit, match=r"empty_run: no metrics\.jsonl"):
+    with pytest.raises(SystemExit, match=r"none of .*empty_run is a run folder"):
         report.main([str(tmp_path / "empty_run"), "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="nowhere: no such run folder"):
         report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_out_is_runs_report_and_an_existing_report_is_kept(no_plots, runs, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    report.main([str(runs[0])])
+    md = tmp_path / "runs" / "report" / "report.md"
+    first = md.read_text()
+    assert "lm_full" in first and not (tmp_path / "results").exists()
+    # A second report into the same folder (e.g. the committed results/report) is refused ...
+    with pytest.raises(SystemExit, match=r"report\.md exists; pass --overwrite"):
+        report.main([str(runs[1])])
+    assert md.read_text() == first
+    # ... unless asked for.
+    text = report.main([str(runs[1]), "--overwrite"])
+    assert md.read_text() == text and "resnet20" in text and "lm_full" not in text
+
+
+def test_a_run_stopped_by_max_steps_before_an_epoch_ended_is_labelled(no_plots, tmp_path):
+    """No epoch ended, so no best.npz: the test perplexity is the last model's."""
+    command = ["python -m train.lm --config tiny --max-steps 5"]
+    final = {"final": True, "step": 5, "best_val_ppl": None, "test_ppl": 456.7}
+    new = _write_run(tmp_path / "new", command, [{**final, "model": "last"}])
+    old = _write_run(tmp_path / "old", command, [final])          # written before "model"
+    done = _write_run(tmp_path / "done", ["python -m train.lm --config tiny --epochs 1"],
+                      [_lm_epoch(1, 500.0), {**final, "model": "best"}])
+    rows = _rows(report.main([str(new), str(old), str(done), "--out", str(tmp_path / "out")]))
+    for name in ("new", "old"):
+        assert rows[name][3] == "0 of 25 (--max-steps 5)"
+        assert rows[name][4] == "—"                                  # no best val ppl
+        assert rows[name][5] == "456.70 (last model: no epoch ended, no best.npz)"
+    assert rows["done"][3] == "1 of 1" and rows["done"][5] == "456.70"
 
 
 def test_bad_json_line_names_file_and_line(tmp_path):
@@ -105,7 +159,7 @@ def test_bad_json_line_names_file_and_line(tmp_path):
         report.main([str(run), "--out", str(tmp_path / "out")])
 
 
-def test_partly_written_last_line_is_skipped(tmp_path, capsys):
+def test_partly_written_last_line_is_skipped(no_plots, tmp_path, capsys):
     run = _write_run(tmp_path / "busy", ["python -m train.lm --config small"],
                      [_lm_epoch(1, 200.0)], tail='{"epoch": 2, "val_')
     rows = _rows(report.main([str(run), "--out", str(tmp_path / "out")]))
@@ -113,7 +167,7 @@ def test_partly_written_last_line_is_skipped(tmp_path, capsys):
     assert "busy/metrics.jsonl:2: skipping" in capsys.readouterr().err.replace("\\", "/")
 
 
-def test_resumed_history_keeps_the_latest_epochs_and_final(tmp_path):
+def test_resumed_history_keeps_the_latest_epochs_and_final(no_plots, tmp_path):
     """Stopped after epoch 1 (final), resumed: epoch 2 logged twice, no final yet."""
     records = [_lm_epoch(1, 200.0), {"final": True, "step": 10, "best_val_ppl": 200.0,
                                      "test_ppl": 190.0},

@@ -1,20 +1,26 @@
 """Collect training runs into a Markdown table beside the paper's numbers, and plot their curves.
 
-    python -m train.report results/lm_small_c_only runs/cifar/resnet20 runs/cifar/highway20
-    python -m train.report runs/cifar/* --out results/report
+    python -m train.report runs/lm_small_c_only runs/image_resnet20 runs/image_highway20
+    python -m train.report results/* --out runs/results_report
 
-Each RUN_DIR is a folder written by `python -m train.lm` or `python -m train.image`:
+Each RUN_DIR is a folder written by `python -m train.lm` or `python -m train.image` (by default
+runs/lm_<config>_<variant> and runs/image_<arch>); an argument that is not a run folder (no
+metrics.jsonl, e.g. results/bench) is skipped with a one-line note on stderr, so a glob works.
 command.txt holds the command lines that trained it (the last one is the latest; its flags are
 read with the entry point's own parser, so defaults are the entry point's) and metrics.jsonl one
 record per epoch plus a record {"final": true, ...} each time a command finished. A run whose
 last epoch has no final record after it is marked "(running/stopped)" and reported as far as
-it got.
+it got. A run stopped by --max-steps says so in its epochs column; when it stopped before its
+first epoch ended there is no best.npz, and its test perplexity is marked as that of the last
+model.
 
 Language-model runs are set beside Greff et al.'s Table 1a (PTB test perplexity), image runs
 beside Table 1b (ILSVRC-2012 top-5 error of 50-layer nets) or, for the CIFAR nets, which the
 paper does not train, beside He et al. (2016)'s CIFAR-10 test error. The Markdown goes to
-stdout and to OUT/report.md; with matplotlib installed, OUT also gets the curves as PNG files
-(val perplexity per epoch; val top-1 error and train loss per epoch).
+stdout and to OUT/report.md (default runs/report; an existing report.md is replaced only with
+--overwrite, so a committed report such as results/report is not overwritten by accident); with
+matplotlib installed, OUT also gets the curves as PNG files (val perplexity per epoch; val top-1
+error and train loss per epoch).
 """
 import argparse
 import contextlib
@@ -135,14 +141,25 @@ def guess_kind(records, path):
                       "image run")
 
 
+def not_a_run(path):
+    """Why `path` (which exists) is not a run folder to report, or None when it is one."""
+    path = Path(path)
+    if not path.is_dir():
+        return "not a folder"
+    if not (path / "metrics.jsonl").is_file():
+        return ("no metrics.jsonl (not a train.lm / train.image run folder, or its first epoch "
+                "has not ended yet)")
+    return None
+
+
 def load_run(run_dir):
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise ReportError(f"{run_dir}: no such run folder")
-    if not metrics.is_file():
-        raise ReportError(f"{run_dir}: no metrics.jsonl (not a train.lm / train.image run "
-                          "folder, or its first epoch has not ended yet)")
+    reason = not_a_run(run_dir)
+    if reason:
+        raise ReportError(f"{run_dir}: {reason}")
     records = read_metrics(metrics)
     kind, args = read_command(run_dir)
     run = Run(run_dir, kind or guess_kind(records, metrics), args)
@@ -190,8 +207,21 @@ def run_link(run, out):
 
 
 def epochs_cell(run):
-    planned = f" of {run.args.epochs}" if run.args is not None else ""
-    return f"{run.epochs_done}{planned}" + ("" if run.finished else f" {STOPPED}")
+    a = run.args
+    planned = f" of {a.epochs}" if a is not None else ""
+    if not run.finished:
+        return f"{run.epochs_done}{planned} {STOPPED}"
+    if a is not None and getattr(a, "max_steps", None) and run.epochs_done < a.epochs:
+        return f"{run.epochs_done}{planned} (--max-steps {a.max_steps})"
+    return f"{run.epochs_done}{planned}"
+
+
+def scored_last_model(run):
+    """Whether the final test perplexity is the last model's, not the best-validation one's:
+    train.lm records "model": "last" when no epoch had ended (so no best.npz); older records
+    lack the key, and then no epoch before the final record says the same."""
+    model = run.final.get("model")
+    return model == "last" if model is not None else run.final_epoch == 0
 
 
 def last(run, key):
@@ -232,6 +262,8 @@ def lm_row(run, out):
     test = DASH
     if run.final is not None:
         test = number(run.final.get("test_ppl"))
+        if scored_last_model(run):
+            test += " (last model: no epoch ended, no best.npz)"
         if not run.finished:
             test += f" (after epoch {run.final_epoch})"
     return [run_link(run, out), a.config if a else "?", a.variant if a else "?", epochs_cell(run),
@@ -398,19 +430,32 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders of train.lm or train.image (command.txt, metrics.jsonl)")
-    p.add_argument("--out", default="results/report",
-                   help="folder for report.md and the PNG curves (default results/report)")
+    p.add_argument("--out", default="runs/report",
+                   help="folder for report.md and the PNG curves (default runs/report)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT/report.md (and its PNGs); without it, refuse")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    out = Path(args.out)
+    if (out / "report.md").exists() and not args.overwrite:
+        raise SystemExit(f"error: {out / 'report.md'} exists; pass --overwrite to replace it, "
+                         "or --out another folder")
     try:
-        runs = [load_run(path) for path in args.runs]
+        runs = []
+        for path in args.runs:
+            reason = not_a_run(path) if Path(path).exists() else None
+            if reason:     # e.g. results/bench under `results/*`
+                print(f"note: skipping {path}: {reason}", file=sys.stderr)
+                continue
+            runs.append(load_run(path))
     except ReportError as e:
         raise SystemExit(f"error: {e}") from None
-    out = Path(args.out)
+    if not runs:
+        raise SystemExit(f"error: none of {', '.join(args.runs)} is a run folder")
     out.mkdir(parents=True, exist_ok=True)
     Figure = load_figure_class()
     command = shlex.join(["python", "-m", "train.report"] + argv)
