@@ -363,6 +363,48 @@ def test_default_out_is_analysis_beside_the_checkpoint(env, capsys):
     assert f"to {env.runs['highway20'] / 'analysis'}" in capsys.readouterr().out.splitlines()[-1]
 
 
+def _fail_if_computed(monkeypatch):
+    """The analysis must not start: a bad --out has to fail before minutes of computing."""
+    def computed(*args, **kwargs):
+        pytest.fail("the analysis was computed before --out was checked")
+    monkeypatch.setattr(estimation, "compute", computed)
+    monkeypatch.setattr(lm_layers, "compute", computed)
+
+
+def test_out_that_is_a_file_fails_before_computing(env, tmp_path, monkeypatch):
+    _fail_if_computed(monkeypatch)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder\n")
+    argv = ["estimation-error", "--checkpoint", str(env.runs["resnet20"] / "best.npz"),
+            "--data", str(env.root), "--device", "cpu", "--out"]
+    with pytest.raises(SystemExit) as error:
+        analyze.main(argv + [str(a_file)])
+    assert str(error.value) == f"error: --out {a_file}: is a file, not a folder"
+    with pytest.raises(SystemExit, match=r"^error: --out .*results\.txt.sub: cannot write "
+                                          r"there \(.+\)$"):     # a folder below that file
+        analyze.main(argv + [str(a_file / "sub")])
+    assert a_file.read_text() == "not a folder\n"
+
+
+def test_out_that_cannot_be_written_fails_before_computing(lm_checkpoint, tmp_path,
+                                                           monkeypatch):
+    """A read-only folder; as root (the tests' usual user) chmod cannot make one, so the
+    probe file the check creates is refused instead."""
+    path, folder = lm_checkpoint
+    _fail_if_computed(monkeypatch)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(common, "tempfile", argparse.Namespace(TemporaryFile=refused))
+    out = tmp_path / "read_only"
+    with pytest.raises(SystemExit) as error:
+        _lm("estimation-error", path, folder, out)
+    assert str(error.value) == f"error: --out {out}: cannot write there (Permission denied)"
+    with pytest.raises(SystemExit, match="the default output folder .*cannot write there"):
+        analyze.main(["estimation-error", "--checkpoint", str(path), "--data", str(folder),
+                      "--device", "cpu"])
+
+
 def test_help_documents_every_analysis(capsys):
     with pytest.raises(SystemExit):
         analyze.main(["--help"])
@@ -402,6 +444,7 @@ def test_lm_layers_estimation_error_and_lesion(lm_checkpoint, tmp_path):
     last = ee["layers"][-1]
     assert last["mean"] == last["std"] == last["mean_abs"] == 0.0   # A is the last output
     assert ee["layers"][0]["std"] > 0
+    assert "note" not in ee                      # two layers: a_1 - A says something
     les = _lm("lesion", path, folder, tmp_path / "o")
     assert les["none_lesioned_ppl"] == les["intact_ppl"]
     assert all(math.isfinite(l["ppl"]) and l["ppl"] != les["intact_ppl"] for l in les["layers"])
@@ -447,3 +490,19 @@ def test_lm_with_one_highway_layer_cannot_be_shuffled(tmp_path):
                                                    "val_ppl": 1.0})
     with pytest.raises(SystemExit, match="shuffle needs at least 2"):
         _lm("shuffle", path, folder, tmp_path / "o")
+
+
+def test_lm_with_one_highway_layer_estimation_error_says_it_is_trivial(tmp_path, capsys):
+    folder = _write_corpus(tmp_path / "ptb")
+    v = Corpus(folder).vocab
+    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
+    assert len(model.highways) == 1
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
+                                                   "val_ppl": 1.0})
+    ee = _lm("estimation-error", path, folder, tmp_path / "o")
+    (layer,) = ee["layers"]
+    assert layer["mean"] == layer["std"] == layer["mean_abs"] == 0.0
+    assert ee["note"].startswith("one highway layer: its output is the stack's output A, so "
+                                 "a_1 - A = 0 by definition")
+    assert f"note: {ee['note']}" in capsys.readouterr().out

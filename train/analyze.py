@@ -2,12 +2,12 @@
 trained tinyhw net: one command per analysis, each writing <name>.json, <name>.csv and (with
 matplotlib, the optional extra `plot`) <name>.png.
 
-    python -m train.analyze estimation-error --checkpoint runs/cifar/resnet20/best.npz
-    python -m train.analyze lesion --checkpoint runs/cifar/resnet20/best.npz \\
-        --baseline runs/cifar/plain20/best.npz --limit 2000
-    python -m train.analyze shuffle --checkpoint runs/cifar/highway20/best.npz --limit 1000
+    python -m train.analyze estimation-error --checkpoint runs/image_resnet20/best.npz
+    python -m train.analyze lesion --checkpoint runs/image_resnet20/best.npz \\
+        --baseline runs/image_plain20/best.npz --limit 2000
+    python -m train.analyze shuffle --checkpoint runs/image_highway20/best.npz --limit 1000
     python -m train.analyze gates --checkpoint runs/lm_small_c_only/best.npz
-    python -m train.analyze iterative --checkpoint runs/cifar/resnet20/best.npz
+    python -m train.analyze iterative --checkpoint runs/image_resnet20/last.npz
 
 Analyses:
   estimation-error  mean and std over the val set of a_k - A per block (block output minus its
@@ -20,12 +20,16 @@ Analyses:
                     gates of a char-LM's highway layers (per frequency bucket of the word)
   iterative         cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per block, F(h) = block(h) - shortcut(h)
 
---checkpoint takes either file of a run: best.npz (model only) or last.npz (training state).
-A char-LM checkpoint (train.lm) works too: its highway stack is the one stage it has, and
-estimation-error, lesion (valid perplexity), shuffle and iterative run over its layers
-(train/analysis/lm_layers.py); gates groups its gates by word frequency.
-Files go to the checkpoint's folder under analysis/ unless --out is given; the last line printed
-says where, and whether the figure was skipped because matplotlib is missing.
+The run folders are those train.image and train.lm create by default (runs/image_<arch>,
+runs/lm_<config>_<variant>). --checkpoint takes either file of a run: best.npz (the
+best-validation model) or last.npz (the latest training state; the only one of a run stopped by
+--max-steps before its first epoch ended). Every analysis takes a char-LM checkpoint (train.lm)
+too: its highway stack is the one stage it has, and estimation-error, lesion (valid perplexity),
+shuffle (needs 2 layers) and iterative run over its layers (train/analysis/lm_layers.py); gates
+groups its gates by word frequency.
+Files go to the checkpoint's folder under analysis/ unless --out is given; that folder is checked
+to be writable before anything is computed. The last line printed says where the files went,
+and whether the figure was skipped because matplotlib is missing.
 """
 import argparse
 import shlex
@@ -44,6 +48,13 @@ ANALYSES = {
 }
 
 
+# Appended to the --help of the analyses whose module docstring speaks of image nets only.
+LM_NOTE = """
+A char-LM checkpoint (train.lm) works too: its highway layers are analysed as one stage, over the
+words of the PTB valid split (--data: the PTB folder; see train/analysis/lm_layers.py).
+"""
+
+
 def _positive(text):
     value = int(text)
     if value < 1:
@@ -60,7 +71,7 @@ def _count(text):
 
 def _common(p):
     p.add_argument("--checkpoint", required=True,
-                   help="best.npz or last.npz of a train.image run (or, for gates, train.lm)")
+                   help="best.npz or last.npz of a train.image or a train.lm run")
     p.add_argument("--data", default=None,
                    help="image folder with val/ (default $TINYHW_DATA/cifar10 for CIFAR nets, "
                         "imagenette-224-mini for 50-layer nets), or the PTB folder for a char-LM "
@@ -74,7 +85,8 @@ def _common(p):
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to compute (default auto: the GPU when one is usable)")
     p.add_argument("--out", default=None,
-                   help="folder for the files (default: analysis/ beside the checkpoint)")
+                   help="folder for the files, created if missing (default: analysis/ beside "
+                        "the checkpoint)")
 
 
 def build_parser():
@@ -82,13 +94,14 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for name, (module, summary) in ANALYSES.items():
-        p = sub.add_parser(name, help=summary, description=module.__doc__,
+        description = module.__doc__ + (LM_NOTE if name != "gates" else "")
+        p = sub.add_parser(name, help=summary, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
         if name == "lesion":
             p.add_argument("--baseline", default=None,
                            help="a second image-net checkpoint lesioned the same way and shown "
-                                "beside it, e.g. runs/cifar/plain20/best.npz")
+                                "beside it, e.g. runs/image_plain20/best.npz")
         if name == "shuffle":
             p.add_argument("--orders", type=_positive, default=5,
                            help="random orders (trajectories of swaps) to average over "

@@ -10,6 +10,7 @@ bare. Both are read with `tinyhw.serialize.load` (no pickle).
 import csv
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,23 @@ def build_lm_model(state, meta, path, corpus):
     return model
 
 
+def check_out_dir(out_dir, what="--out"):
+    """Create out_dir if missing and make sure a file can be written there, so that a bad --out
+    fails now and not after minutes of computing. Writability is tried for real (a temporary
+    file created and removed): permission bits say nothing when running as root, or on a
+    read-only mount."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AnalysisError(f"{what} {out_dir}: is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise AnalysisError(f"{what} {out_dir}: cannot write there "
+                            f"({e.strerror or type(e).__name__})") from None
+
+
 # ---- data ----------------------------------------------------------------------------------
 class Subset:
     """`limit` images of a dataset, evenly spaced over it (data.images.spaced_indices, which
@@ -136,6 +154,7 @@ def setup(args, name, families=("image",)):
     device = choose_device(args.device)   # exits with the entry points' message
     checkpoint = Path(args.checkpoint)
     out_dir = Path(args.out) if args.out else checkpoint.parent / "analysis"
+    check_out_dir(out_dir, "--out" if args.out else "the default output folder")
     common = dict(name=name, family=family, device=device, checkpoint=checkpoint, meta=meta,
                   out_dir=out_dir)
     if family == "image":

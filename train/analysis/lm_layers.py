@@ -96,7 +96,11 @@ def estimation_error(setup, limit):
         std = math.sqrt(max(sums[k, 1] / units - mean * mean, 0.0))
         layers.append({"layer": k + 1, "name": f"highway{k + 1}", "mean": mean, "std": std,
                        "mean_abs": sums[k, 2] / units, "rel_std": std / a_std if a_std else None})
-    return {"words": len(ids), "a_std": a_std, "layers": layers}
+    result = {"words": len(ids), "a_std": a_std, "layers": layers}
+    if n == 1:    # the zeros below would otherwise read like a finding
+        result["note"] = ("one highway layer: its output is the stack's output A, so a_1 - A = 0 "
+                          "by definition; the estimation error says nothing about this model")
+    return result
 
 
 def lesion(setup, limit):
@@ -186,6 +190,8 @@ def table(result):
             f"char-LM's highway layers (valid, first {result['words_limit'] or 'all'} words; "
             f"{result['seconds']:.0f} s)")
     lines = [head]
+    if "note" in result:
+        lines.append(f"  note: {result['note']}")
     if "intact_ppl" in result:
         lines.append(f"  intact perplexity {result['intact_ppl']:.2f}")
     for row in rows(result):
