@@ -23,12 +23,9 @@ import tinyhw.functional as F  # noqa: E402
 from nets import ARCHS, count_parameters  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory, to_device  # noqa: E402
-from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
 
-try:
-    import torch
-except ImportError:
-    torch = None
+torch = None   # imported by main() once the arguments parse: --help does not need it
 
 SIZES = {"resnet20": (128, 32), "highway20": (128, 32), "plain20": (128, 32),
          "resnet50": (8, 224), "highway50": (8, 224), "highway_full50": (8, 224)}
@@ -142,7 +139,7 @@ def torch_step(arch, batch, size, device):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(prog="python bench/image_step.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", default="resnet20,resnet50",
                    help=f"comma-separated, from {', '.join(SIZES)} (default resnet20,resnet50)")
@@ -152,6 +149,8 @@ def main():
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="cpu (default) or gpu: ours on cupy, torch on cuda")
     args = p.parse_args()
+    global torch
+    torch = import_torch()
     archs = [a for a in args.archs.split(",") if a]
     bad = [a for a in archs if a not in SIZES]
     if bad or args.rounds < 1:

@@ -21,12 +21,9 @@ import tinyhw.functional as F  # noqa: E402
 from nets.char_lm import CONFIGS, build  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory  # noqa: E402
-from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
 
-try:
-    import torch
-except ImportError:
-    torch = None
+torch = None   # imported by main() once the arguments parse: --help does not need it
 
 WORDS, CHARS, WORD_LEN, STEPS, BATCH = 10_000, 51, 21, 35, 20
 
@@ -96,12 +93,14 @@ def torch_step(config):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(prog="python bench/lm_step.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="small,large", help="comma-separated (default small,large)")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     p.add_argument("--pause", type=float, default=0.3, help="idle seconds before each step")
     args = p.parse_args()
+    global torch
+    torch = import_torch()
     configs = [c for c in args.configs.split(",") if c]
     bad = [c for c in configs if c not in ("small", "large")]
     if bad:

@@ -33,12 +33,9 @@ from tinyhw.backend import keep_freed_memory  # noqa: E402
 from tinyhw.ops.conv import conv2d  # noqa: E402
 from tinyhw.ops.norm import batch_norm  # noqa: E402
 from tinyhw.ops.rnn import lstm  # noqa: E402
-from timing import run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
 
-try:
-    import torch
-except ImportError:  # the benchmark still times ours
-    torch = None
+torch = None   # imported by main() once the arguments parse: --help does not need it
 
 
 def _params(rng, *shapes):
@@ -150,7 +147,7 @@ CASES = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python bench/ops.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
     parser.add_argument("--pause", type=float, default=0.3,
@@ -162,6 +159,8 @@ def main():
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator settings alone (see keep_freed_memory)")
     args = parser.parse_args()
+    global torch
+    torch = import_torch()
     if not args.default_malloc:
         keep_freed_memory()  # both engines run in this process, so both benefit
     patterns = [n for n in args.only.split(",") if n] or ["*"]

@@ -3,9 +3,22 @@ in every round, each after a short idle pause, and the median of the per-round r
 
 The pause matters on a small machine: OpenBLAS worker threads spin for a while after a call
 and would steal the cores the next timed call needs. Alternating within a round makes the
-ratio robust to the machine's speed drifting between rounds."""
+ratio robust to the machine's speed drifting between rounds.
+
+A library module with nothing to run: bench/ops.py, bench/lm_step.py and bench/image_step.py
+import it. Running it prints this text."""
+import argparse
 import statistics
 import time
+
+
+def import_torch():
+    """torch, or None when it is not installed (the benchmarks then time ours alone)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def seconds_per_call(fn, pause, reps):
@@ -37,3 +50,10 @@ def run_case(ours, theirs, rounds, pause, min_seconds=0.05):
         "ratio": statistics.median(ratios) if ratios else None,
         "reps_per_round": reps,
     }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python bench/timing.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()
+    parser.print_help()
