@@ -146,8 +146,8 @@ def test_estimation_error_of_last_block_is_exactly_zero_and_matches_numpy(env, a
 
 # ---- lesioning ----------------------------------------------------------------------------------
 def test_lesioning_nothing_gives_the_intact_error(env):
-    s = _setup(env, "resnet20")
-    base = _setup(env, "plain20")
+    s = _setup(env, "resnet20", limit=3)         # 22 passes of each net: a few images do
+    base = _setup(env, "plain20", limit=3)
     result = lesion.compute(s, base)
     for net in (result["net"], result["baseline"]):
         assert net["none_lesioned"] == net["intact"]
@@ -186,7 +186,7 @@ def test_lesioned_plain_block_is_bridged_with_the_right_shape(env):
 
 # ---- shuffling ----------------------------------------------------------------------------------
 def test_shuffle_with_zero_swaps_gives_the_intact_error(env):
-    s = _setup(env, "resnet20")
+    s = _setup(env, "resnet20", limit=3)
     result = shuffle.compute(s, orders=2, max_swaps=3, seed=1)
     assert result["summary"][0]["mean"] == result["intact"]["top1_err"]
     assert result["summary"][0]["std"] == 0.0
@@ -315,10 +315,10 @@ def test_iterative_refuses_a_plain_net(env):
 
 
 # ---- the command line -----------------------------------------------------------------------------
-@pytest.mark.parametrize("command, arch, extra", [
+@pytest.mark.parametrize("command, arch, extra", [   # lesion and shuffle: many passes, few images
     ("estimation-error", "highway20", []),
-    ("lesion", "resnet20", ["--baseline", "plain20"]),
-    ("shuffle", "resnet20", ["--orders", "2", "--max-swaps", "2"]),
+    ("lesion", "resnet20", ["--baseline", "plain20", "--limit", "3"]),
+    ("shuffle", "resnet20", ["--orders", "2", "--max-swaps", "2", "--limit", "3"]),
     ("gates", "highway20", []),
     ("iterative", "resnet20", []),
 ])
@@ -326,8 +326,7 @@ def test_cli_writes_json_csv_and_png(env, tmp_path, capsys, command, arch, extra
     extra = [str(env.runs[e] / "best.npz") if e in env.runs else e for e in extra]
     out = tmp_path / "out"
     analyze.main([command, "--checkpoint", str(env.runs[arch] / "last.npz"), "--data",
-                  str(env.root), "--device", "cpu", "--out", str(out), "--batch-size", "5"]
-                 + extra)
+                  str(env.root), "--device", "cpu", "--out", str(out)] + extra)
     name = command.replace("-", "_")
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     if not HAVE_MATPLOTLIB:   # the test extra installs it; without it only the figure is missing
@@ -335,7 +334,8 @@ def test_cli_writes_json_csv_and_png(env, tmp_path, capsys, command, arch, extra
         return
     assert last_line == f"wrote {name}.json, {name}.csv, {name}.png to {out}"
     result = json.loads((out / f"{name}.json").read_text())
-    assert result["analysis"] == name and result["images"] == len(CLASSES) * PER_CLASS
+    images = 3 if "--limit" in extra else len(CLASSES) * PER_CLASS
+    assert result["analysis"] == name and result["images"] == images
     assert result["command"].startswith(f"python -m train.analyze {command} --checkpoint ")
     with open(out / f"{name}.csv") as f:
         assert len(list(csv.DictReader(f))) > 0

@@ -26,12 +26,13 @@ def test_without_torch():
 '''
 
 
-def _pytest(folder, require):
+def _start_pytest(folder, require):
     env = {k: v for k, v in os.environ.items() if k != "TINYHW_REQUIRE_TORCH"}
     if require:
         env["TINYHW_REQUIRE_TORCH"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-m", "torch", "-p", "no:cacheprovider",
-                           "-q"], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-m", "torch", "-p",
+                             "no:cacheprovider", "-q"], cwd=folder, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def test_torch_tests_are_marked_and_must_not_skip_when_required(tmp_path):
@@ -40,11 +41,11 @@ def test_torch_tests_are_marked_and_must_not_skip_when_required(tmp_path):
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests")
     (tmp_path / "tests" / "test_cross.py").write_text(CROSS_CHECKS)
 
-    plain = _pytest(tmp_path, require=False)
-    assert plain.returncode == 0, plain.stdout + plain.stderr
-    assert "1 skipped, 1 deselected" in plain.stdout            # -m torch: only the marked one
-
-    required = _pytest(tmp_path, require=True)
-    assert required.returncode == 1, required.stdout + required.stderr
-    assert "1 failed, 1 deselected" in required.stdout
-    assert "TINYHW_REQUIRE_TORCH=1, yet this torch cross-check was skipped" in required.stdout
+    plain, required = (_start_pytest(tmp_path, require) for require in (False, True))
+    out = plain.communicate(timeout=300)[0]
+    assert plain.returncode == 0, out
+    assert "1 skipped, 1 deselected" in out                     # -m torch: only the marked one
+    out = required.communicate(timeout=300)[0]
+    assert required.returncode == 1, out
+    assert "1 failed, 1 deselected" in out
+    assert "TINYHW_REQUIRE_TORCH=1, yet this torch cross-check was skipped" in out
