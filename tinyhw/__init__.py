@@ -8,11 +8,13 @@ reproduce "Highway and Residual Networks learn Unrolled Iterative Estimation".
 """
 from . import random
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
-from .backend import gpu_available
+from .backend import get_array_module, gpu_available
 from .random import manual_seed
 from .tensor import Tensor, tensor
-from . import init, nn, optim, serialize  # noqa: E402  (need Tensor first)
+from . import tensor_ops  # noqa: F401  (attaches Tensor's operators and op methods)
+from . import functional, init, nn, optim, serialize
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
-           "gpu_available", "manual_seed", "random", "init", "nn", "optim", "serialize"]
+           "get_array_module", "gpu_available", "manual_seed", "random", "functional", "init",
+           "nn", "optim", "serialize"]
 __version__ = "0.1.0"

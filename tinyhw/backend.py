@@ -6,26 +6,42 @@ the same code runs on both. cupy is imported lazily and is optional: importing
 tinyhw never imports it, and a machine with cupy installed but no usable GPU
 simply reports `gpu_available() == False`.
 """
+import ctypes
+import ctypes.util
+
 import numpy as np
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 _cupy = None          # the cupy module once it has been imported successfully
+_cupyx = None         # and its companion cupyx (scatter_add, for CuPy without ufunc.at)
 _cupy_checked = False  # whether we already tried (so a failed import is not retried)
 
 
 def _import_cupy():
-    """Return the cupy module, or None when it is not installed or not usable."""
-    global _cupy, _cupy_checked
+    """Return the cupy module, or None when it is not installed or not usable.
+
+    Imported here, not at the top of the file (tests/test_imports.py lists the few imports
+    inside functions that tinyhw allows): cupy is optional, and importing it costs seconds and
+    initialises CUDA, so it happens on first use of a GPU array or of `gpu_available()`, never
+    on `import tinyhw`."""
+    global _cupy, _cupyx, _cupy_checked
     if not _cupy_checked:
         _cupy_checked = True
         try:
             import cupy  # noqa: F401  (optional dependency)
-            _cupy = cupy
+            import cupyx
+            _cupy, _cupyx = cupy, cupyx
         except Exception:  # ImportError, or a broken CUDA install raising at import
-            _cupy = None
+            _cupy = _cupyx = None
     return _cupy
+
+
+def import_cupyx():
+    """The cupyx module (imported with cupy by `_import_cupy`), or None without cupy."""
+    _import_cupy()
+    return _cupyx
 
 
 def gpu_available():
@@ -87,8 +103,6 @@ def keep_freed_memory():
     import: it changes the process's allocator.
     A no-op returning False where glibc's mallopt is unavailable.
     """
-    import ctypes
-    import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -7,11 +7,11 @@ and what was expected, instead of a NumPy traceback from deep inside.
 import numpy as np
 
 from .backend import FLOAT_DTYPES, device_of, is_cupy_array
+from .tensor import Tensor
 
 
 def as_tensor(x, name):
     """Accept a Tensor, or wrap a numpy/cupy array as a constant Tensor."""
-    from .tensor import Tensor
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray) or is_cupy_array(x):

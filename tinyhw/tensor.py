@@ -10,14 +10,15 @@ grad : array or None
 requires_grad : bool
     Whether ops on this tensor are recorded for backward.
 
-Operators and methods below are thin calls into `tinyhw.ops`; each op's maths
-and derivation live in its own module.
+This module is the Tensor core: data, gradient, flags, backward, detach and conversions.
+The operators (`+`, `@`, indexing, ...) and the methods that are ops (`sum`, `reshape`, `to`,
+`astype`, ...) are attached to Tensor in one place, `tensor_ops.py`, once the ops exist: the
+ops import this module, so it cannot import them.
 """
 import numpy as np
 
-from . import autograd
-from .backend import (DEFAULT_DTYPE, device_of, get_array_module, is_cupy_array,
-                      normalize_device, to_device)
+from . import graph
+from .backend import DEFAULT_DTYPE, device_of, get_array_module, is_cupy_array, to_device
 
 
 # What the ops compute on: floats, integers (labels, indices) and bools (masks). Complex numbers
@@ -119,7 +120,9 @@ class Tensor:
                 raise ValueError(f"backward: grad can be omitted only for a single-element "
                                  f"tensor, this one has shape {self.shape}")
             grad = get_array_module(self.data).ones_like(self.data)
-        autograd.backward((self,), (grad,), retain_graph=retain_graph)
+        if isinstance(grad, Tensor):
+            grad = grad.data
+        graph.backward((self,), (grad,), retain_graph=retain_graph)
 
     def detach(self):
         """A new leaf sharing the same data, cut from the graph."""
@@ -150,115 +153,6 @@ class Tensor:
 
     def tolist(self):
         return self.numpy().tolist()
-
-    def to(self, device):
-        """Move to 'cpu' or 'gpu' (differentiable: the gradient moves back)."""
-        if normalize_device(device) == self.device:
-            return self
-        from .ops.shape import to_device as _to
-        return _to(self, device)
-
-    def astype(self, dtype):
-        from .ops.elementwise import cast
-        return cast(self, dtype)
-
-    # ---- operators --------------------------------------------------------
-    def __add__(self, other):
-        return _ew.add(self, other)
-
-    def __radd__(self, other):
-        return _ew.add(other, self)
-
-    def __sub__(self, other):
-        return _ew.sub(self, other)
-
-    def __rsub__(self, other):
-        return _ew.sub(other, self)
-
-    def __mul__(self, other):
-        return _ew.mul(self, other)
-
-    def __rmul__(self, other):
-        return _ew.mul(other, self)
-
-    def __truediv__(self, other):
-        return _ew.div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ew.div(other, self)
-
-    def __neg__(self):
-        return _ew.neg(self)
-
-    def __pow__(self, exponent):
-        return _ew.pow(self, exponent)
-
-    def __matmul__(self, other):
-        return _linalg.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _linalg.matmul(other, self)
-
-    def __getitem__(self, index):
-        return _shape.getitem(self, index)
-
-    # ---- methods ----------------------------------------------------------
-    def exp(self):
-        return _ew.exp(self)
-
-    def log(self):
-        return _ew.log(self)
-
-    def relu(self):
-        return _act.relu(self)
-
-    def sigmoid(self):
-        return _act.sigmoid(self)
-
-    def tanh(self):
-        return _act.tanh(self)
-
-    def sum(self, dim=None, keepdim=False):
-        return _red.sum(self, dim, keepdim)
-
-    def mean(self, dim=None, keepdim=False):
-        return _red.mean(self, dim, keepdim)
-
-    def max(self, dim=None, keepdim=False):
-        return _red.max(self, dim, keepdim)
-
-    def reshape(self, *shape):
-        return _shape.reshape(self, *shape)
-
-    def view(self, *shape):
-        return _shape.reshape(self, *shape)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        return _shape.flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0, dim1):
-        return _shape.transpose(self, dim0, dim1)
-
-    def permute(self, *dims):
-        return _shape.permute(self, *dims)
-
-    def unsqueeze(self, dim):
-        return _shape.unsqueeze(self, dim)
-
-    def squeeze(self, dim=None):
-        return _shape.squeeze(self, dim)
-
-    @property
-    def T(self):
-        return _shape.permute(self, *reversed(range(self.ndim)))
-
-
-# Imported last: the op modules import `Tensor` from this module.
-from .ops import activation as _act  # noqa: E402
-from .ops import elementwise as _ew  # noqa: E402
-from .ops import linalg as _linalg  # noqa: E402
-from .ops import reduction as _red  # noqa: E402
-from .ops import shape as _shape  # noqa: E402
 
 
 def tensor(data, dtype=None, device="cpu", requires_grad=False):

@@ -20,6 +20,7 @@ bench/NOTES.md). CuPy runs the same code: `cupy.add.at` is an atomic-add kernel.
 import numpy as np
 
 from ..autograd import Function
+from ..backend import import_cupyx
 from ..checks import as_tensor, check_float, check_int, check_ndim
 
 
@@ -57,8 +58,7 @@ def _add_at(xp, target, index, values):
     if hasattr(xp.add, "at"):
         xp.add.at(target, index, values)
     else:  # CuPy < 12 has no ufunc.at; cupyx.scatter_add is the same operation
-        import cupyx
-        cupyx.scatter_add(target, index, values)
+        import_cupyx().scatter_add(target, index, values)
 
 
 def _check_indices(indices, num_embeddings):

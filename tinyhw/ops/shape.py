@@ -11,8 +11,9 @@ gradient back where the value came from:
 import numpy as np
 
 from ..autograd import Function
-from ..backend import to_device as _move
+from ..backend import get_array_module, to_device as _move
 from ..checks import as_tensor, check_same, normalize_dim
+from ..tensor import Tensor
 
 
 class Reshape(Function):
@@ -39,7 +40,6 @@ class Permute(Function):
 
 def _plain_index(index, xp):
     """Unwrap Tensors inside an index; move index arrays to the data's device."""
-    from ..tensor import Tensor
     parts = index if isinstance(index, tuple) else (index,)
     out = []
     for p in parts:
@@ -186,7 +186,6 @@ def squeeze(input, dim=None):
 def getitem(input, index):
     """`input[index]` with NumPy semantics (slices, ints, None, Ellipsis, integer/bool arrays)."""
     x = as_tensor(input, "getitem: input")
-    from ..backend import get_array_module
     plain = _plain_index(index, get_array_module(x.data))
     try:
         np.empty(x.shape, dtype=np.bool_)[tuple(p.get() if hasattr(p, "get") else p
