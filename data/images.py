@@ -54,6 +54,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
                     ".pgm", ".pbm")
 LAYOUT = "root/<split>/<class>/<image>, e.g. root/train/cat/0001.jpg and root/val/cat/0002.jpg"
 PRESETS = ("cifar", "imagenet", "auto")
+# The data set (a folder name for find_image_root) that the entry points read for a net of each
+# preset when --data is not given.
+DEFAULT_DATA_SETS = {"cifar": "cifar10", "imagenet": "imagenette-224-mini"}
 AUTO_MAX_SIDE = 64
 CACHE_VERSION = 1
 EXIF_ORIENTATION = 0x0112

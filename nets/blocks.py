@@ -10,19 +10,17 @@ and combines them according to its `kind`:
     plain      y = relu(H(x))                         (no skip: the baseline that lesioning breaks)
 The analysis tools (Greff et al. 2017) need the paths one by one, so every block exposes
 `transform(x)`, `shortcut(x)`, `gate(x)` and `combine(h, s, t)`, and `lesioned = True` makes it
-return its identity path alone (Veit et al. 2016).
+return its identity path alone (Veit et al. 2016); `nets.lesioned(blocks)` sets it for a `with`
+block.
 
 A `Stage` is the list of blocks between two changes of shape: its first block may change the
 shape (stride, channels), the others keep it, so the blocks of a stage refine one representation.
 
 bn=False drops every batch norm and gives the convolutions biases instead.
 """
+import tinyhw
+import tinyhw.functional as F
 from tinyhw import init, nn
-from tinyhw.backend import get_array_module
-from tinyhw.ops.activation import relu, sigmoid
-from tinyhw.ops.highway import highway
-from tinyhw.ops.shape import cat, getitem
-from tinyhw.tensor import Tensor
 
 KINDS = ("residual", "highway", "plain")
 
@@ -56,7 +54,7 @@ class ConvUnit(nn.Module):
 
     def forward(self, x):
         y = self.bn(self.conv(x))
-        return relu(y) if self.relu else y
+        return F.relu(y) if self.relu else y
 
 
 class PadShortcut(nn.Module):
@@ -75,12 +73,13 @@ class PadShortcut(nn.Module):
     def forward(self, x):
         s = self.stride
         if s > 1:
-            x = getitem(x, (slice(None), slice(None), slice(None, None, s), slice(None, None, s)))
+            x = x[:, :, ::s, ::s]
         if not self.pad:
             return x
-        xp = get_array_module(x.data)
-        zeros = Tensor(xp.zeros((x.shape[0], self.pad) + tuple(x.shape[2:]), dtype=x.dtype))
-        return cat([zeros, x, zeros], dim=1)
+        xp = tinyhw.get_array_module(x.data)
+        shape = (x.shape[0], self.pad) + tuple(x.shape[2:])
+        zeros = tinyhw.Tensor(xp.zeros(shape, dtype=x.dtype))
+        return F.cat([zeros, x, zeros], dim=1)
 
     def extra_repr(self):
         return f"stride={self.stride}, pad={self.pad}"
@@ -105,16 +104,24 @@ def make_shortcut(in_channels, out_channels, stride, style, bn):
 
 class Block(nn.Module):
     """Shared combination logic; subclasses build `self.H`, `self.T` (highway only) and
-    `self.skip` (the shortcut module) in __init__."""
+    `self.skip` (the shortcut module) in __init__, then call `reset_gate()`."""
 
-    def __init__(self, kind, in_channels, out_channels, stride):
+    def __init__(self, kind, in_channels, out_channels, stride, bn):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"{type(self).__name__}: kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
+        self.bn = bool(bn)
         self.lesioned = False
         # The first block of a stage may change the shape; the analyses move only the others.
         self.changes_shape = in_channels != out_channels or stride != 1
+
+    def reset_gate(self):
+        """Start a highway block's transform gate mostly closed (GATE_BIAS on its last unit).
+        Called when the block is built, and by ConvNet.reset_parameters after its generic
+        initialisation has set every BN shift and conv bias back to zero."""
+        if self.kind == "highway":
+            init_gate_bias(self.T, self.bn)
 
     def transform(self, x):
         return self.H(x)
@@ -127,14 +134,14 @@ class Block(nn.Module):
 
     def gate(self, x):
         """Transform gate T(x) in (0, 1) for highway blocks; None otherwise."""
-        return sigmoid(self.T(x)) if self.kind == "highway" else None
+        return F.sigmoid(self.T(x)) if self.kind == "highway" else None
 
     def combine(self, h, s, t):
         if self.kind == "residual":
-            return relu(h + s)
+            return F.relu(h + s)
         if self.kind == "highway":
-            return highway(h, s, t=t, variant="coupled")
-        return relu(h)
+            return F.highway(h, s, t=t, variant="coupled")
+        return F.relu(h)
 
     def forward(self, x):
         if self.lesioned:
@@ -165,14 +172,14 @@ class BasicBlock(Block):
 
     def __init__(self, in_channels, channels, stride=1, kind="residual", bn=True,
                  shortcut="pad"):
-        super().__init__(kind, in_channels, channels, stride)
+        super().__init__(kind, in_channels, channels, stride, bn)
         inner = channels // 2 if kind == "highway" else channels
         self.H = self._branch(in_channels, inner, channels, stride, bn)
         if kind == "highway":
             self.T = self._branch(in_channels, inner, channels, stride, bn)
-            init_gate_bias(self.T, bn)
         if kind != "plain" or shortcut == "pad":
             self.skip = make_shortcut(in_channels, channels, stride, shortcut, bn)
+        self.reset_gate()
 
     @staticmethod
     def _branch(in_channels, inner, channels, stride, bn):
@@ -193,14 +200,14 @@ class Bottleneck(Block):
     def __init__(self, in_channels, width, stride=1, kind="residual", bn=True, out_channels=None,
                  final_relu=False):
         out_channels = out_channels or width * self.expansion
-        super().__init__(kind, in_channels, out_channels, stride)
+        super().__init__(kind, in_channels, out_channels, stride, bn)
         self.final_relu = bool(final_relu)
         self.H = self._branch(in_channels, width, out_channels, stride, bn, final_relu)
         if kind == "highway":
             self.T = self._branch(in_channels, width, out_channels, stride, bn, False)
-            init_gate_bias(self.T, bn)
         if kind != "plain":
             self.skip = make_shortcut(in_channels, out_channels, stride, "project", bn)
+        self.reset_gate()
 
     @staticmethod
     def _branch(in_channels, width, out_channels, stride, bn, final_relu):

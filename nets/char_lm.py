@@ -20,17 +20,18 @@ Plain row (92.60) is Kim et al.'s large model with "one MLP layer" instead of th
 layers (Kim et al., Table 6: 92.6 large, 111.2 small), and Greff et al. compare their
 Residual row with "a single plain layer".
 
+For the analyses, `forward(chars, state, order)` can run the highway layers in another order,
+and each layer (`HighwayLayer`) has the conv blocks' `lesioned` switch (`nets.lesioned`).
+
 `build()` applies Kim et al.'s initialisation: every parameter uniform in [-0.05, 0.05],
 then the padding character's embedding row set to zero (it receives no gradient).
 """
 import numpy as np
 
+import tinyhw.functional as F
 from tinyhw import init, nn
-from tinyhw.ops.activation import tanh
-from tinyhw.ops.dropout import dropout
-from tinyhw.ops.highway import VARIANTS
-from tinyhw.ops.reduction import max as reduce_max
-from tinyhw.ops.shape import cat
+
+VARIANTS = F.HIGHWAY_VARIANTS
 
 CONFIGS = {
     "large": dict(char_dim=15, widths=tuple(range(1, 8)), filters=lambda w: min(200, 50 * w),
@@ -60,7 +61,22 @@ class CharCNN(nn.Module):
         # Kim et al. take max_t tanh(z_t); tanh is increasing, so that equals tanh(max_t z_t),
         # with the same gradient. Taking the max first applies tanh to (N, filters) instead of
         # (N, filters, L - w + 1).
-        return tanh(cat([reduce_max(conv(e), dim=2) for conv in self.convs], dim=1))
+        return F.tanh(F.cat([F.max(conv(e), dim=2) for conv in self.convs], dim=1))
+
+
+class HighwayLayer(nn.Highway):
+    """A highway layer of the LM (tinyhw.nn.Highway) with the conv blocks' `lesioned` switch:
+    when it is on, the layer outputs its input y alone, its carry path (see nets.common)."""
+
+    def __init__(self, dim, variant, gate_bias, gate_offset):
+        super().__init__(dim, variant, gate_bias=gate_bias, gate_offset=gate_offset)
+        self.lesioned = False
+
+    def forward(self, x):
+        return x if self.lesioned else super().forward(x)
+
+    def extra_repr(self):
+        return super().extra_repr() + (", lesioned=True" if self.lesioned else "")
 
 
 class CharLM(nn.Module):
@@ -75,21 +91,21 @@ class CharLM(nn.Module):
         layers = highway_layer_count(config, variant)
         # Kim et al.'s -2 is a constant offset on the gate (the learned bias is initialised
         # uniformly like every other parameter), so it is a gate_offset, not a gate_bias.
-        self.highways = nn.ModuleList([nn.Highway(width, variant, gate_bias=0.0, gate_offset=-2.0)
-                                       for _ in range(layers)])
+        self.highways = nn.ModuleList([
+            HighwayLayer(width, variant, gate_bias=0.0, gate_offset=-2.0) for _ in range(layers)])
         self.lstm = nn.LSTM(width, c["hidden"], num_layers=c["lstm_layers"], dropout=c["dropout"])
         self.dropout = c["dropout"]
         self.decoder = nn.Linear(c["hidden"], word_vocab)
 
-    def forward(self, chars, state=None, highways=None):
-        """`highways`, a sequence of callables, replaces the highway stack: the analyses
-        reorder its layers or replace one by the identity."""
+    def forward(self, chars, state=None, order=None):
+        """`order`, a sequence of indices into `highways`, runs the highway layers in that
+        order (the shuffle analysis); default: as built. (To lesion a layer, see nets.common.)"""
         steps, batch, length = chars.shape
         y = self.cnn(chars.reshape(steps * batch, length))
-        for layer in self.highways if highways is None else highways:
-            y = layer(y)
+        for k in range(len(self.highways)) if order is None else order:
+            y = self.highways[k](y)
         out, state = self.lstm(y.reshape(steps, batch, -1), state)
-        out = dropout(out, self.dropout, self.training)
+        out = F.dropout(out, self.dropout, self.training)
         return self.decoder(out.reshape(steps * batch, -1)), state
 
 
@@ -116,7 +132,3 @@ def build(config, variant, word_vocab, char_vocab, max_word_len, init_scale=0.05
         init.uniform_(p, -init_scale, init_scale)
     model.cnn.embed.weight.data[PAD_INDEX] = 0
     return model
-
-
-def count_parameters(model):
-    return sum(p.size for p in model.parameters())

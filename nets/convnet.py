@@ -11,12 +11,10 @@ Two families, built from the blocks of `nets.blocks`:
 `net.stages` is a list of `Stage`s (each a list of blocks), so analysis code can run the stem,
 then the blocks one by one, then `net.head`.
 """
+import tinyhw.functional as F
 from tinyhw import init, nn
-from tinyhw.ops.pool import adaptive_avg_pool2d, max_pool2d
-from tinyhw.ops.activation import relu
-from tinyhw.ops.shape import flatten
 
-from .blocks import BasicBlock, Bottleneck, ConvUnit, Stage, init_gate_bias, norm
+from .blocks import BasicBlock, Bottleneck, ConvUnit, Stage, norm
 
 
 class ImageNetStem(nn.Module):
@@ -28,7 +26,7 @@ class ImageNetStem(nn.Module):
         self.bn = norm(channels, bn)
 
     def forward(self, x):
-        return max_pool2d(relu(self.bn(self.conv(x))), 3, stride=2, padding=1)
+        return F.max_pool2d(F.relu(self.bn(self.conv(x))), 3, stride=2, padding=1)
 
 
 class ConvNet(nn.Module):
@@ -56,10 +54,8 @@ class ConvNet(nn.Module):
                 init.ones_(m.weight)
                 init.zeros_(m.bias)
         for block in self.blocks():
-            has_bn = isinstance(block.H[-1].bn, nn.BatchNorm2d)
-            if block.kind == "highway":
-                init_gate_bias(block.T, has_bn)
-            elif block.kind == "residual" and not has_bn:
+            block.reset_gate()
+            if block.kind == "residual" and not block.bn:
                 # Without BN nothing rescales the sum x + H(x): with He-initialised branches its
                 # variance doubles at every block (2^27 over resnet56's blocks: the loss is NaN
                 # within steps). Zeroing each branch's last convolution starts every residual
@@ -73,13 +69,30 @@ class ConvNet(nn.Module):
 
     def head(self, x):
         """Global average pool and the linear classifier: (N, C, h, w) -> (N, num_classes)."""
-        return self.fc(flatten(adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(F.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def forward(self, x):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
         return self.head(x)
+
+
+def make_stages(in_channels, counts, out_channels, make_block):
+    """He et al.'s stage layout, for both families: stage i holds counts[i] blocks with
+    out_channels[i] outputs, built by make_block(i, in_channels, out_channels, stride); the
+    first block of every stage but the first halves the resolution (stride 2), and every other
+    block keeps the shape. Returns the stages (each a list of blocks) and the channels of
+    their output."""
+    stages = []
+    for i, (n, channels) in enumerate(zip(counts, out_channels)):
+        blocks = []
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            blocks.append(make_block(i, in_channels, channels, stride))
+            in_channels = channels
+        stages.append(blocks)
+    return stages, in_channels
 
 
 CIFAR_DEPTHS = (20, 32, 56, 110)
@@ -91,16 +104,11 @@ def cifar_net(depth, kind, num_classes=10, bn=True):
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"cifar_net: depth must be 6n + 2 (e.g. {CIFAR_DEPTHS}), got {depth}")
     n = (depth - 2) // 6
-    stages, in_channels = [], CIFAR_CHANNELS[0]
-    for i, channels in enumerate(CIFAR_CHANNELS):
-        blocks = []
-        for j in range(n):
-            stride = 2 if i > 0 and j == 0 else 1
-            blocks.append(BasicBlock(in_channels, channels, stride, kind, bn))
-            in_channels = channels
-        stages.append(blocks)
+    stages, channels = make_stages(
+        CIFAR_CHANNELS[0], [n] * len(CIFAR_CHANNELS), CIFAR_CHANNELS,
+        lambda i, c_in, c_out, stride: BasicBlock(c_in, c_out, stride, kind, bn))
     stem = ConvUnit(3, CIFAR_CHANNELS[0], 3, 1, bn)
-    return ConvNet(stem, stages, in_channels, num_classes)
+    return ConvNet(stem, stages, channels, num_classes)
 
 
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -114,18 +122,8 @@ def imagenet_net(kind, num_classes=1000, bn=True, widths=RESNET50_WIDTHS, final_
                  layers=RESNET50_LAYERS):
     """A 50-layer ImageNet net: ResNet-50's trunk (stage outputs 256, 512, 1024, 2048 channels)
     with bottleneck blocks of `kind` and inner `widths`."""
-    stages, in_channels = [], 64
-    for i, (n, width) in enumerate(zip(layers, widths)):
-        out_channels = RESNET50_WIDTHS[i] * Bottleneck.expansion
-        blocks = []
-        for j in range(n):
-            stride = 2 if i > 0 and j == 0 else 1
-            blocks.append(Bottleneck(in_channels, width, stride, kind, bn, out_channels,
-                                     final_relu))
-            in_channels = out_channels
-        stages.append(blocks)
-    return ConvNet(ImageNetStem(bn), stages, in_channels, num_classes)
-
-
-def count_parameters(model):
-    return sum(p.size for p in model.parameters())
+    stages, channels = make_stages(
+        64, layers, [w * Bottleneck.expansion for w in RESNET50_WIDTHS],
+        lambda i, c_in, c_out, stride: Bottleneck(c_in, widths[i], stride, kind, bn, c_out,
+                                                  final_relu))
+    return ConvNet(ImageNetStem(bn), stages, channels, num_classes)

@@ -1,6 +1,8 @@
 """Named factories for the image nets: `resnet20(num_classes=10, bn=True)` and so on.
 
-`ARCHS` maps each name to its factory, for command lines (`--arch resnet20`).
+`ARCHS` maps each name to its factory, for command lines (`--arch resnet20`); `PRESETS` maps
+it to the input preset of data.images it is trained and evaluated on: "cifar" (32x32 images)
+for the CIFAR nets, "imagenet" (224x224 crops) for the 50-layer nets.
 """
 from .convnet import CIFAR_DEPTHS, HIGHWAY50_WIDTHS, cifar_net, imagenet_net
 
@@ -40,14 +42,32 @@ def highway_full50(num_classes=1000, bn=True):
     return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS, final_relu=True)
 
 
-ARCHS = {f.__name__: f for f in (resnet20, resnet32, resnet56, resnet110,
-                                 highway20, highway32, highway56, highway110,
-                                 plain20, plain32, plain56, plain110,
-                                 resnet50, highway50, highway_full50)}
+_FAMILIES = {
+    "cifar": (resnet20, resnet32, resnet56, resnet110, highway20, highway32, highway56,
+              highway110, plain20, plain32, plain56, plain110),
+    "imagenet": (resnet50, highway50, highway_full50),
+}
+ARCHS = {f.__name__: f for family in _FAMILIES.values() for f in family}
+PRESETS = {f.__name__: preset for preset, family in _FAMILIES.items() for f in family}
+
+
+def _check_arch(arch):
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
 def build_image_net(arch, num_classes, bn=True):
     """The net called `arch` (a key of ARCHS); a clear error for an unknown name."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    _check_arch(arch)
     return ARCHS[arch](num_classes=num_classes, bn=bn)
+
+
+def preset_of(arch):
+    """The input preset ("cifar" or "imagenet", see data.images) of the net called `arch`."""
+    _check_arch(arch)
+    return PRESETS[arch]
+
+
+def archs_of(preset):
+    """The names of the nets trained on `preset`, in ARCHS order."""
+    return tuple(name for name, p in PRESETS.items() if p == preset)

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinyhw import Tensor
+from tinyhw.functional import HIGHWAY_GATES, HIGHWAY_VARIANTS as VARIANTS, highway
 from tinyhw.gradcheck import gradcheck
-from tinyhw.ops.highway import VARIANTS, highway
-from tinyhw.tensor import Tensor
 
 from .strategies import arrays, gate_values, shapes
 
-USES_T = {"t_only", "coupled", "full"}
-USES_C = {"c_only", "full"}
+USES_T = {v for v, (uses_t, _) in HIGHWAY_GATES.items() if uses_t}
+USES_C = {v for v, (_, uses_c) in HIGHWAY_GATES.items() if uses_c}
 
 # y as a function of H, x, T, C; and (dH, dx, dT, dC) for a cotangent dy, per variant.
 CLOSED_FORMS = {

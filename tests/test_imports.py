@@ -1,5 +1,6 @@
 """The import graph is a tree (DESIGN.md): no cycle, every import at the top of its file, each
-layer importing only the layers above it."""
+layer importing only the layers above it, nets only tinyhw's public API, and the analyses
+nothing from an entry point."""
 import ast
 import os
 import subprocess
@@ -11,12 +12,17 @@ PACKAGES = ("data", "tinyhw", "nets", "train")
 # What each layer may import from the others (DESIGN.md: each layer only the ones above it).
 ALLOWED = {"data": set(), "tinyhw": set(), "nets": {"data", "tinyhw"},
            "train": {"data", "tinyhw", "nets"}}
+# nets builds models from these, as a user of tinyhw would.
+PUBLIC_API = {"tinyhw", "tinyhw.functional", "tinyhw.nn", "tinyhw.init", "tinyhw.optim"}
+ENTRY_POINTS = {"train.lm", "train.image", "train.analyze", "train.report", "train.demo"}
 # The only imports inside functions in tinyhw, of optional dependencies whose import has a cost
 # or a side effect: cupy (seconds, and CUDA initialised) is imported by backend._import_cupy on
 # first use of the GPU, not on `import tinyhw`; mpi4py (importing it initialises MPI) by
-# distributed._import_mpi only under an MPI launcher.
+# distributed._import_mpi only under an MPI launcher; cupy's NCCL bindings (not loaded by
+# `import cupy`) by distributed._import_nccl only for several ranks on GPUs.
 LAZY_IMPORTS = {("tinyhw/backend.py", "_import_cupy"): {"cupy", "cupyx"},
-                ("tinyhw/distributed.py", "_import_mpi"): {"mpi4py"}}
+                ("tinyhw/distributed.py", "_import_mpi"): {"mpi4py"},
+                ("tinyhw/distributed.py", "_import_nccl"): {"cupy"}}
 
 
 def _files(package):
@@ -128,5 +134,26 @@ def test_each_layer_imports_only_the_layers_above_it():
             for target in targets:
                 other = target.split(".")[0]
                 if other in PACKAGES and other != layer and other not in ALLOWED[layer]:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target}")
+    assert not wrong, wrong
+
+
+def test_nets_uses_only_the_public_api():
+    """nets/ builds models as a user would: tinyhw, tinyhw.functional, .nn, .init, .optim."""
+    wrong = []
+    for path in _files("nets"):
+        for node, targets in _imports(path, False):
+            for target in targets:
+                if target.split(".")[0] == "tinyhw" and target not in PUBLIC_API:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target}")
+    assert not wrong, wrong
+
+
+def test_the_analyses_import_nothing_from_an_entry_point():
+    wrong = []
+    for path in _files("train/analysis"):
+        for node, targets in _imports(path, False):
+            for target in targets:
+                if any(target == e or target.startswith(f"{e}.") for e in ENTRY_POINTS):
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target}")
     assert not wrong, wrong

@@ -8,7 +8,8 @@ import pytest
 import tinyhw
 import tinyhw.functional as F
 from data.ptb import Corpus, find_ptb_dir, read_tokens, stream_batches
-from nets.char_lm import VARIANTS, build, count_parameters
+from nets import count_parameters
+from nets.char_lm import VARIANTS, build
 from tinyhw import optim, serialize
 from train import lm
 

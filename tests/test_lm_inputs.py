@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from data.ptb import KIM_MAX_WORD_LEN, Corpus, read_tokens
-from nets.char_lm import build, count_parameters, highway_layer_count
+from nets import count_parameters
+from nets.char_lm import build, highway_layer_count
 from tests.test_lm import _write_corpus
 from tests.test_runs import _run
 from train import runs

@@ -11,6 +11,7 @@ from .ops.conv import conv1d, conv2d
 from .ops.dropout import dropout
 from .ops.elementwise import add, cast, div, exp, log, mul, neg, pow, sub
 from .ops.embedding import embedding
+from .ops.highway import GATES as HIGHWAY_GATES
 from .ops.highway import VARIANTS as HIGHWAY_VARIANTS
 from .ops.highway import highway
 from .ops.linalg import linear, matmul
@@ -29,6 +30,7 @@ __all__ = [
     "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "getitem",
     "cat", "concatenate", "stack", "split",
     "matmul", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "batch_norm", "dropout", "embedding", "lstm", "highway", "HIGHWAY_VARIANTS",
+    "batch_norm", "dropout", "embedding", "lstm",
+    "highway", "HIGHWAY_VARIANTS", "HIGHWAY_GATES",
     "cross_entropy", "nll_loss",
 ]

@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 import tinyhw
 import tinyhw.functional as F
-from data.images import (BadImageError, BatchLoader, ImageSizeError, find_image_root,
-                         image_dataset)
-from nets import ARCHS, build_image_net, count_parameters
+from data.images import (DEFAULT_DATA_SETS, BadImageError, BatchLoader, ImageSizeError,
+                         find_image_root, image_dataset)
+from nets import ARCHS, archs_of, build_image_net, count_parameters, preset_of
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals, add_run_arguments,
@@ -47,12 +47,6 @@ from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals
 from train.memory import gpu_free_bytes, training_bytes
 
 CHECKPOINT_KIND = "train.image"
-
-IMAGENET_ARCHS = ("resnet50", "highway50", "highway_full50")
-
-
-def preset_of(arch):
-    return "imagenet" if arch in IMAGENET_ARCHS else "cifar"
 
 
 def parse_args(argv=None):
@@ -281,9 +275,10 @@ def _split(root, split, preset, args):
     except BadImageError as e:
         raise ValueError(f"{e}; rerun with --skip-bad to leave unreadable files out") from None
     except ImageSizeError as e:   # the API's advice names a preset, which --arch chooses here
+        imagenet_archs = ", ".join(archs_of("imagenet"))
         raise ValueError(
             f"{e.problem}: CIFAR nets (--arch {args.arch}) stack images of one size; resize "
-            f"them, or train a 50-layer net (--arch {', '.join(IMAGENET_ARCHS)}), which crops "
+            f"them, or train a 50-layer net (--arch {imagenet_archs}), which crops "
             "and resizes every image to 224x224") from None
 
 
@@ -291,8 +286,7 @@ def load_data(args):
     """(root, train set, val set) of --data for --arch's preset; ValueError or
     FileNotFoundError with a one-line message."""
     preset = preset_of(args.arch)
-    root = Path(args.data) if args.data else find_image_root(
-        "cifar10" if preset == "cifar" else "imagenette-224-mini")
+    root = Path(args.data) if args.data else find_image_root(DEFAULT_DATA_SETS[preset])
     train_set = _split(root, "train", preset, args)
     val_set = _split(root, "val", preset, args)
     if train_set.classes != val_set.classes:

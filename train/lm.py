@@ -28,14 +28,16 @@ from tqdm import tqdm
 import tinyhw
 import tinyhw.functional as F
 from data.ptb import KIM_MAX_WORD_LEN, Corpus, find_ptb_dir, num_windows, stream_batches
-from nets.char_lm import CONFIGS, build, count_parameters
+from nets import count_parameters
+from nets.char_lm import CONFIGS, build
 from tinyhw import optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from tinyhw.ops.highway import VARIANTS
+from train.lm_eval import device_ints, evaluate
 from train.memory import gpu_free_bytes, training_bytes
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
                         check_run_arguments, check_same_flags, checkpoint_note, choose_device,
-                        fail, open_run_folder, progress, read_checkpoint_meta, record_command,
+                        fail, open_run_folder, read_checkpoint_meta, record_command,
                         remember_command, require_at_least_one, require_memory,
                         require_positive_finite, resume, run_final_pass, train_epochs)
 
@@ -78,29 +80,8 @@ def parse_args(argv=None):
     return args
 
 
-def _device_ints(array, device):
-    return tinyhw.Tensor(to_device(np.ascontiguousarray(array), device))
-
-
 def _detach(state):
     return tuple(s.detach() for s in state)
-
-
-def evaluate(model, corpus, split, batch_size, seq_len, device, limit=None, highways=None):
-    """Perplexity exp(mean NLL) over every predicted token of `split` (its first `limit`
-    words), state carried; `highways` replaces the model's highway stack (see CharLM)."""
-    model.eval()
-    total, count, state = 0.0, 0, None
-    ids = corpus.ids[split][:limit]
-    with tinyhw.no_grad():
-        for inputs, targets in progress(stream_batches(ids, batch_size, seq_len),
-                                        num_windows(len(ids), batch_size, seq_len),
-                                        f"{split} perplexity", "win"):
-            logits, state = model(_device_ints(corpus.chars(inputs), device), state, highways)
-            nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), device), "sum")
-            total += nll.item()
-            count += targets.size
-    return math.exp(total / count)
 
 
 class Trainer:
@@ -162,9 +143,9 @@ class Trainer:
     def train_step(self, inputs, targets):
         """One window: forward, backward of sum_t mean_b NLL, clip, SGD update. Returns NLL sum."""
         self.model.train()
-        logits, state = self.model(_device_ints(self.corpus.chars(inputs), self.device),
+        logits, state = self.model(device_ints(self.corpus.chars(inputs), self.device),
                                    self.state)
-        nll = F.cross_entropy(logits, _device_ints(targets.reshape(-1), self.device), "sum")
+        nll = F.cross_entropy(logits, device_ints(targets.reshape(-1), self.device), "sum")
         nll_sum = nll.item()
         if not math.isfinite(nll_sum):
             raise Diverged(f"training loss became {nll_sum} at step {self.step} (epoch "
@@ -248,7 +229,7 @@ def require_step_memory(trainer):
     from the graph of one time step of the --batch-size streams, times --seq-len)."""
     a, model = trainer.args, trainer.model
     inputs = np.zeros((1, a.batch_size), dtype=np.int64)
-    chars = _device_ints(trainer.corpus.chars(inputs), trainer.device)
+    chars = device_ints(trainer.corpus.chars(inputs), trainer.device)
     model.eval()    # no dropout draw: the random state stays as seeded
     need = training_bytes(lambda: model(chars)[0], 1, a.seq_len, model.parameters())
     require_memory(need, f"--config {a.config} --batch-size {a.batch_size} "

@@ -23,12 +23,9 @@ from the carry gate's), on top of the learned bias: Kim et al.'s code adds its -
 from .. import init
 from ..checks import check_size
 from ..ops.activation import relu, sigmoid
-from ..ops.highway import VARIANTS, highway
+from ..ops.highway import GATES, VARIANTS, highway
 from .linear import Linear
 from .module import Module
-
-_USES_T = ("t_only", "coupled", "full")
-_USES_C = ("c_only", "full")
 
 
 class Highway(Module):
@@ -46,18 +43,19 @@ class Highway(Module):
         self.variant = variant
         self.gate_bias = float(gate_bias)
         self.gate_offset = float(gate_offset)
+        self.uses_t, self.uses_c = GATES[variant]
         self.H = Linear(self.dim, self.dim)
-        if variant in _USES_T:
+        if self.uses_t:
             self.T = Linear(self.dim, self.dim)
             init.constant_(self.T.bias, self.gate_bias)
-        if variant in _USES_C:
+        if self.uses_c:
             self.C = Linear(self.dim, self.dim)
             init.constant_(self.C.bias, -self.gate_bias)  # carry mostly at init (see module doc)
 
     def gates(self, x):
         """(T, C) activations for input x; None for a gate the variant lacks."""
-        t = sigmoid(self._pre(self.T, x, self.gate_offset)) if self.variant in _USES_T else None
-        c = sigmoid(self._pre(self.C, x, -self.gate_offset)) if self.variant in _USES_C else None
+        t = sigmoid(self._pre(self.T, x, self.gate_offset)) if self.uses_t else None
+        c = sigmoid(self._pre(self.C, x, -self.gate_offset)) if self.uses_c else None
         return t, c
 
     @staticmethod

@@ -22,10 +22,9 @@ instead of three or four, and backward keeps only what its formulas read.
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_same, check_shape
 
-VARIANTS = ("plain", "residual", "t_only", "c_only", "coupled", "full")
-
-# Which gates each variant reads: (transform gate T, carry gate C).
-_GATES = {
+# Which gates each variant reads: (transform gate T, carry gate C). The one table of them:
+# tinyhw.nn.Highway builds the gates it says, and the tests draw inputs from it.
+GATES = {
     "plain": (False, False),
     "residual": (False, False),
     "t_only": (True, False),
@@ -33,6 +32,7 @@ _GATES = {
     "coupled": (True, False),
     "full": (True, True),
 }
+VARIANTS = tuple(GATES)
 
 
 def _forward(ctx, h, x, t, c, variant):
@@ -133,7 +133,7 @@ def highway(h, x, t=None, c=None, variant="coupled"):
     if x is None and variant != "plain":
         raise ValueError(f"highway: x: variant {variant!r} needs the input x, got None")
     x = _same_shape(x, "x", h)
-    uses_t, uses_c = _GATES[variant]
+    uses_t, uses_c = GATES[variant]
     t = _gate(t, "t", "transform gate", uses_t, variant, h)
     c = _gate(c, "c", "carry gate", uses_c, variant, h)
     check_same("highway: h", h, **{"highway: x": x, "highway: t": t, "highway: c": c})

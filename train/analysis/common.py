@@ -19,8 +19,9 @@ import numpy as np
 
 import tinyhw
 import tinyhw.functional as F
-from data.images import BatchLoader, find_image_root, image_dataset, spaced_indices
-from nets import build_image_net
+from data.images import (DEFAULT_DATA_SETS, BatchLoader, find_image_root, image_dataset,
+                         spaced_indices)
+from nets import build_image_net, lesioned as lesioning, preset_of
 from tinyhw import serialize
 from tinyhw.backend import to_device
 from train.runs import choose_device
@@ -163,11 +164,12 @@ def setup(args, name, families=("image",)):
 
 
 def _image_setup(args, state, meta, common):
-    from train.image import preset_of
-    preset = preset_of(meta["arch"])
     try:
-        root = Path(args.data) if args.data else find_image_root(
-            "cifar10" if preset == "cifar" else "imagenette-224-mini")
+        preset = preset_of(meta["arch"])
+    except ValueError as e:   # an arch this version of nets does not know
+        raise AnalysisError(f"--checkpoint {args.checkpoint}: {e}") from None
+    try:
+        root = Path(args.data) if args.data else find_image_root(DEFAULT_DATA_SETS[preset])
         dataset = image_dataset(root, "val", preset=preset, train=False)
     except (FileNotFoundError, ValueError) as e:
         raise AnalysisError(f"--data: {e}") from None
@@ -215,13 +217,13 @@ def shape_keeping(stage):
 
 def forward(net, x, orders=None, lesioned=()):
     """Logits of `net` on x, running stage s's blocks in the order `orders[s]` (default: as
-    built) and replacing each (stage, block) pair in `lesioned` by its skip path."""
-    lesioned = set(lesioned)
-    h = net.stem(x)
-    for s, stage in enumerate(net.stages):
-        for k in (orders[s] if orders is not None else range(len(stage))):
-            lesion = (s, k) in lesioned            # a lesioned block keeps only its shortcut
-            h = stage[k].shortcut(h) if lesion else stage[k](h)
+    built), each (stage, block) pair in `lesioned` lesioned (nets.lesioned: it outputs its
+    shortcut alone)."""
+    with lesioning(net.stages[s][k] for s, k in lesioned):
+        h = net.stem(x)
+        for s, stage in enumerate(net.stages):
+            for k in (orders[s] if orders is not None else range(len(stage))):
+                h = stage[k](h)
     return net.head(h)
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import tinyhw
 import tinyhw.functional as F
 from data.ptb import stream_batches
+from nets import lesioned as lesioning
 from tinyhw.backend import to_device
-from train.lm import evaluate
+from train.lm_eval import evaluate
 
 from .common import AnalysisError, Timer, report
 
@@ -52,13 +53,12 @@ def _logits(model, y, steps, state):
 
 def perplexity(setup, limit, order=None, lesioned=()):
     """Valid perplexity (train.lm's evaluation) with the highway layers applied in `order`
-    (default: as trained), layers in `lesioned` replaced by the identity."""
-    layers = setup.model.highways
-    order = range(len(layers)) if order is None else order
-    stack = [(lambda y: y) if k in lesioned else layers[k] for k in order]
+    (default: as trained), the layers in `lesioned` lesioned (nets.lesioned: each outputs its
+    input, its carry path)."""
     _valid_ids(setup, limit)
-    return evaluate(setup.model, setup.corpus, "valid", BATCH, SEQ_LEN, setup.device,
-                    limit=limit, highways=stack)
+    with lesioning(setup.model.highways[k] for k in lesioned):
+        return evaluate(setup.model, setup.corpus, "valid", BATCH, SEQ_LEN, setup.device,
+                        limit=limit, order=order)
 
 
 def _require_layers(setup, name, at_least):
