@@ -41,7 +41,7 @@ import functools
 from ..autograd import Function
 from . import fast
 from .fast import conv_pointwise, conv_shifted
-from .window import check_window_fits, conv_operands, hyper_pair
+from .window import check_window_fits, conv_operands, hyper_pair, output_size
 
 ROUTES = ("reference", "pointwise", "shifted", "shifted-per-offset")
 fast.register("conv2d", ROUTES)
@@ -54,9 +54,9 @@ def windows(xp, x, kernel, stride, padding):
     """win[n, c, h, w, i, j] = xpad[n, c, s_h h + i, s_w w + j]: an (N, C, Ho, Wo, kh, kw)
     view of the zero-padded x (numpy or cupy)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    n, c, hp, wp = xpad.shape
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     step_n, step_c, step_row, step_col = xpad.strides          # bytes per step along each axis
     return xp.lib.stride_tricks.as_strided(
         xpad, (n, c, ho, wo, kh, kw),

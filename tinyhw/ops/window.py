@@ -1,6 +1,7 @@
-"""Shared helpers of the windowed ops (conv, pooling): output sizes, argument checks, and the
-PhaseGrid layout that turns pooling's strided window sweeps into slice arithmetic. (The flat
-grids of conv's fast shifted route are in fast/flat_grid.py.)"""
+"""Shared helpers of the windowed ops (conv, pooling): output sizes, argument checks, the split
+of an axis into stride phases (AxisPhase), and the PhaseGrid layout that turns pooling's
+strided window sweeps into slice arithmetic. (The flat grids of conv's fast shifted route,
+built on the same AxisPhase, are in fast/flat_grid.py; its docstring says how they differ.)"""
 import math
 
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape, pair
@@ -12,8 +13,23 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+class AxisPhase:
+    """Phase a of one axis (kernel k, stride s, padding p, input size n): the padded positions
+    s u + a. Its cells u = first_cell .. end_cell - 1 hold the inputs first_input,
+    first_input + s, ... (input i sits at padded position i + p), and `taps` kernel offsets
+    i = s ii + a (ii < taps) read it."""
+
+    def __init__(self, a, k, s, p, n):
+        self.taps = (k - 1 - a) // s + 1
+        self.first_cell = -((a - p) // s)                   # ceil((p - a) / s)
+        self.end_cell = -((a - p - n) // s)                 # ceil((p + n - a) / s)
+        self.first_input = s * self.first_cell + a - p
+
+
 class PhaseGrid:
-    """Flat layout in which each kernel offset of a strided window sweep reads one slice.
+    """Flat layout in which each kernel offset of a strided window sweep reads one slice
+    (pooling's; conv's shifted route uses fast/flat_grid.FlatGrid, whose docstring says why
+    it lays its planes out differently).
 
     Input x (R, P, H, W): R rows (channels for a conv, 1 for pooling) of P planes. The padded
     planes are split by position modulo the stride into s_h s_w phases, each flattened:
@@ -44,11 +60,9 @@ class PhaseGrid:
     def _entries(self, a, b):
         """(index into a phase grid, index into x) of the inputs that phase (a, b) holds."""
         picks = []
-        for size, pad, s, phase in zip(self.hw, self.padding, self.stride, (a, b)):
-            first = (phase - pad) % s            # first input index u with u + pad = phase mod s
-            count = len(range(first, size, s))
-            start = (first + pad) // s
-            picks.append((slice(start, start + count), slice(first, size, s)))
+        for n, k, s, p, phase in zip(self.hw, self.kernel, self.stride, self.padding, (a, b)):
+            q = AxisPhase(phase, k, s, p, n)
+            picks.append((slice(q.first_cell, q.end_cell), slice(q.first_input, n, s)))
         (grid_rows, x_rows), (grid_cols, x_cols) = picks
         return (Ellipsis, grid_rows, grid_cols), (Ellipsis, x_rows, x_cols)
 

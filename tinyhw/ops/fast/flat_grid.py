@@ -1,8 +1,16 @@
 """The flat grids of conv2d's shifted route (conv_shifted.py): the padded input split into
 its stride phases, each flattened so that a kernel offset is a shift of a flat index, and
-processed in chunks of whole images that fit in L2 cache."""
+processed in chunks of whole images that fit in L2 cache.
+
+The split of an axis into phases is window.AxisPhase, shared with pooling's PhaseGrid. The
+two grids differ in their planes, for speed: PhaseGrid gives every phase the same plane
+(ceil((H + 2p) / s) rows), one per channel and image, all in one array; FlatGrid keeps only the
+phases some kernel offset reads (a < min(s, k)), makes planes as small as the shifted reads
+allow (`_pitch`: a read past a plane's end lands on the next plane's leading zeros) and lays
+out chunks of images that fit in L2, which the GEMMs of conv need and pooling does not."""
 import numpy as np
 
+from ..window import AxisPhase, output_size
 from . import size
 
 # Bytes of the largest per-chunk array of the shifted route. Each temporary then stays in a
@@ -15,18 +23,6 @@ def images_per_chunk(n, bytes_per_image):
     """How many of n images one chunk of the shifted route holds (at least one); the budget
     is CHUNK_BYTES unless an enclosing fast.use(conv_chunk_bytes=...) sets another."""
     return max(1, min(n, size("conv_chunk_bytes", CHUNK_BYTES) // bytes_per_image))
-
-
-class AxisPhase:
-    """Phase a of one axis (kernel k, stride s, padding p, input size n): the cells
-    u = first_cell .. end_cell - 1 of the phase hold inputs first_input, first_input + s, ...,
-    and `taps` kernel offsets i = s ii + a (ii < taps) read it."""
-
-    def __init__(self, a, k, s, p, n):
-        self.taps = (k - 1 - a) // s + 1
-        self.first_cell = -((a - p) // s)                   # ceil((p - a) / s)
-        self.end_cell = -((a - p - n) // s)                 # ceil((p + n - a) / s)
-        self.first_input = s * self.first_cell + a - p
 
 
 def _pitch(phases, outputs):
@@ -55,7 +51,7 @@ class FlatGrid:
 
     def __init__(self, xp, x_shape, kernel, stride, padding, rows_per_image, itemsize):
         (n, _, h, w), (kh, kw), (sh, sw), (ph, pw) = x_shape, kernel, stride, padding
-        self.ho, self.wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        self.ho, self.wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         self.stride = stride
         self.row_phases = [AxisPhase(a, kh, sh, ph, h) for a in range(min(sh, kh))]
         self.col_phases = [AxisPhase(b, kw, sw, pw, w) for b in range(min(sw, kw))]
