@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import tinyhw.functional as F
 from tinyhw import Tensor
 from tinyhw.gradcheck import gradcheck
+from tinyhw.ops.elementwise import Cast
 from tests.strategies import arrays, broadcastable_pair, shapes
 
 BINARY = {
@@ -78,6 +79,14 @@ def test_cast_is_differentiable_between_floats():
     (y * y).sum().backward()
     assert x.grad.dtype == np.float64
     np.testing.assert_allclose(x.grad, [3.0, 5.0])
+
+
+@given(arrays(shapes()))
+def test_cast_gradcheck(a):
+    """Cast's backward (dy converted back to x's dtype) in float64: the op itself, cast to the
+    same dtype (F.cast returns x unchanged then), times x so the gradient depends on x."""
+    gradcheck(lambda t: Cast.apply(t, dtype=np.dtype(np.float64)) * t, [a])
+    gradcheck(lambda t: F.cast(t, np.float64) * t, [a])
 
 
 def test_errors_name_the_problem():

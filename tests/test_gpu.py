@@ -10,6 +10,7 @@ import tinyhw
 import tinyhw.functional as F
 from tinyhw import Tensor
 from tinyhw.backend import to_device
+from tinyhw.ops import fast
 
 pytestmark = pytest.mark.skipif(not tinyhw.gpu_available(),
                                 reason="no usable GPU (cupy missing or no CUDA device)")
@@ -65,11 +66,19 @@ CASES = {
     "sum": (lambda x: F.sum(x, (0, 2)), [_normal(2, 3, 4)]),
     "mean": (lambda x: F.mean(x, 1, True), [_normal(2, 3, 4)]),
     "max": (lambda x: F.max(x, 1), [_distinct(3, 5)]),
+    "max_all": (F.max, [_distinct(3, 5)]),
+    "max_vector": (lambda x: F.max(x, 0), [_distinct(6)]),
+    "cast": (lambda x: F.cast(x, np.float32), [_normal(3, 4)]),
     "reshape": (lambda x: F.reshape(x, 4, 3), [_normal(2, 6)]),
+    "flatten": (lambda x: F.flatten(x, 1), [_normal(2, 3, 4)]),
     "permute": (lambda x: F.permute(x, 2, 0, 1), [_normal(2, 3, 4)]),
+    "transpose": (lambda x: F.transpose(x, 0, 2), [_normal(2, 3, 4)]),
+    "squeeze": (lambda x: F.squeeze(x, 1), [_normal(3, 1, 4)]),
+    "unsqueeze": (lambda x: F.unsqueeze(x, 1), [_normal(3, 4)]),
     "getitem": (lambda x, i: x[Tensor(i.data)], [_normal(5, 3), _ints(5, 7)]),
     "slice": (lambda x: x[1:, ::2], [_normal(4, 5)]),
     "cat": (lambda a, b: F.cat([a, b], 1), [_normal(2, 3), _normal(2, 2)]),
+    "concatenate": (lambda a, b: F.concatenate([a, b], 0), [_normal(2, 3), _normal(1, 3)]),
     "stack": (lambda a, b: F.stack([a, b], 0), [_normal(2, 3), _normal(2, 3)]),
     "split": (lambda x: F.split(x, [1, 3], 1), [_normal(2, 4)]),
     "matmul": (F.matmul, [_normal(2, 3, 4), _normal(4, 5)]),
@@ -85,6 +94,9 @@ CASES = {
     "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, 1), [_normal(2, 3, 5, 5)]),
     "batch_norm_train": (_bn(True), [_normal(4, 3, 5, 5), _normal(3), _normal(3)]),
     "batch_norm_eval": (_bn(False), [_normal(4, 3), _normal(3), _normal(3)]),
+    # The random masks of dropout differ between devices: p = 1 (every unit dropped) is the one
+    # deterministic route here; test_gpu_dropout_masks_output_and_gradient_alike checks masks.
+    "dropout_all": (lambda x: F.dropout(x, 1.0), [_normal(3, 4)]),
     "embedding": (lambda i, w: F.embedding(Tensor(i.data), w, padding_idx=0),
                   [_ints(6, 3, 4), _normal(6, 5)]),
     "cross_entropy": (lambda x, t: F.cross_entropy(x, Tensor(t.data)), [_normal(5, 7), _ints(7, 5)]),
@@ -92,12 +104,34 @@ CASES = {
     "lstm": (F.lstm, [_normal(4, 3, 5), _normal(3, 6), _normal(3, 6), _normal(24, 5),
                       _normal(24, 6), _normal(24), _normal(24)]),
 }
+
+
+def _highway(variant):
+    uses_t, uses_c = F.HIGHWAY_GATES[variant]
+    return lambda h, x, t, c: F.highway(h, x, t if uses_t else None, c if uses_c else None,
+                                        variant=variant)
+
+
 CASES.update({
-    f"highway_{v}": ((lambda v: lambda h, x, t, c: F.highway(
-        h, x, t if v in ("t_only", "coupled", "full") else None,
-        c if v in ("c_only", "full") else None, variant=v))(v),
-        [_normal(3, 4), _normal(3, 4), _positive(3, 4), _positive(3, 4)])
+    f"highway_{v}": (_highway(v), [_normal(3, 4), _normal(3, 4), _positive(3, 4), _positive(3, 4)])
     for v in F.HIGHWAY_VARIANTS
+})
+
+
+
+def _on_route(route, fn):
+    def run(*args):
+        with fast.use(route):
+            return fn(*args)
+    return run
+
+
+CASES.update({
+    "conv2d_reference": (_on_route("reference",
+                                   lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1)),
+                         [_normal(2, 3, 7, 6), _normal(4, 3, 3, 2), _normal(4)]),
+    "conv1d_reference": (_on_route("reference", lambda x, w, b: F.conv1d(x, w, b, padding=1)),
+                         [_normal(4, 3, 9), _normal(5, 3, 4), _normal(5)]),
 })
 
 

@@ -76,3 +76,30 @@ def test_max_along_one_dim_matches_torch():
     t = torch.tensor(a, requires_grad=True)
     t.max(dim=1).values.backward(torch.tensor(g))
     np.testing.assert_allclose(x.grad, t.grad.numpy())
+
+
+def test_max_of_a_vector_along_dim_0_gives_the_whole_gradient_to_one_maximum():
+    """A 1-D x with dim=0 is a max along one dim: the first arg-max gets dy (as torch's
+    x.max(dim=0)), where the max over all elements (dim=None) shares it among ties."""
+    x = Tensor(np.array([1.0, 3.0, 3.0, 0.0]), requires_grad=True)
+    F.max(x, dim=0).backward(np.array(5.0))
+    np.testing.assert_array_equal(x.grad, [0.0, 5.0, 0.0, 0.0])
+    x.grad = None
+    F.max(x, dim=0, keepdim=True).backward(np.array([5.0]))
+    np.testing.assert_array_equal(x.grad, [0.0, 5.0, 0.0, 0.0])
+
+
+@given(distinct(st.tuples(st.integers(1, 7))), st.booleans())
+def test_max_of_a_vector_along_dim_0_gradcheck(a, keep):
+    np.testing.assert_array_equal(F.max(Tensor(a), 0, keep).data, a.max(axis=0, keepdims=keep))
+    gradcheck(lambda t: F.max(t, 0, keep), [a])
+
+
+def test_max_of_a_vector_along_dim_0_matches_torch_on_ties():
+    torch = pytest.importorskip("torch")
+    a = np.array([1.0, 3.0, 3.0, 0.0, 3.0])
+    x = Tensor(a, requires_grad=True)
+    F.max(x, dim=0).backward(np.array(5.0))
+    t = torch.tensor(a, requires_grad=True)
+    t.max(dim=0).values.backward(torch.tensor(5.0, dtype=torch.float64))
+    np.testing.assert_array_equal(x.grad, t.grad.numpy())

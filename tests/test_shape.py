@@ -64,6 +64,13 @@ def test_basic_indexing(a, data):
     gradcheck(lambda t: t[index], [a])
 
 
+@given(arrays(shapes()), st.data())
+def test_getitem_is_indexing(a, data):
+    index = data.draw(basic_index(a.shape))
+    np.testing.assert_array_equal(F.getitem(Tensor(a), index).data, a[index])
+    gradcheck(lambda t: F.getitem(t, index), [a])
+
+
 @given(arrays(shapes(max_dims=3)), st.data())
 def test_integer_array_indexing_with_repeats_sums_gradients(a, data):
     rows = np.array(data.draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1, max_size=6)))
@@ -98,6 +105,13 @@ def test_cat_and_split_are_inverse(pd):
     for p, b in zip(parts, back):
         np.testing.assert_array_equal(b.data, p)
     gradcheck(lambda t: F.split(t, sizes, dim), [np.concatenate(parts, axis=dim)])
+
+
+@given(pieces())
+def test_concatenate_is_cat(pd):
+    parts, dim = pd
+    assert F.concatenate is F.cat      # numpy's name for the same function
+    gradcheck(lambda *ts: F.concatenate(list(ts), dim), parts)
 
 
 @given(arrays(shapes(max_dims=2)), st.integers(1, 3))

@@ -12,7 +12,7 @@ and never materialises a (N, C) log-probability gradient.
 nll_loss, for log-probabilities y (N, C): loss_n = -y_{n t_n}; dy = -e_t (scaled).
 """
 from ..autograd import Function
-from ..checks import as_tensor, check_float, check_int, check_ndim, check_same
+from ..checks import as_tensor, check_float, check_int, check_ndim
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -87,7 +87,6 @@ def _validate(op, input, target, reduction):
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if t.requires_grad:
         raise TypeError(f"{op}: target must not require grad")
-    check_same(f"{op}: input", x)
     if t.device != x.device:
         raise ValueError(f"{op}: target is on {t.device!r}, input on {x.device!r}")
     if t.size:

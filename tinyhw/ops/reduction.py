@@ -114,6 +114,6 @@ def max(input, dim=None, keepdim=False):
     if x.size == 0:
         raise ValueError("max: input is empty")
     axes = _axes(dim, x.ndim, "max")
-    if len(axes) == 1 and x.ndim > 1 and dim is not None:
+    if dim is not None and len(axes) == 1 and x.ndim > 0:   # also a 1-D x with dim=0, as torch
         return MaxAlongDim.apply(x, axis=axes[0], keepdim=keepdim)
     return Max.apply(x, axes=axes, keepdim=keepdim)
