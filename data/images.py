@@ -266,9 +266,11 @@ class ImageDataset:
                 f"train={self.train}, {len(self)} images, {self.num_classes} classes, "
                 f"skipped={self.skipped})")
 
-    def batch(self, indices, rng):
+    def batch(self, indices, rng, keep=slice(None)):
         """(x, y): x float32 (B, 3, S, S) normalised, y int64 (B,), for dataset `indices`;
-        the random augmentation (training only) draws from numpy Generator `rng`."""
+        the random augmentation (training only) draws from numpy Generator `rng`. `keep`, a
+        slice of positions, builds only those items of the batch, with the random draws of the
+        whole batch (a data-parallel rank's share: see BatchLoader's `part`)."""
         raise NotImplementedError
 
 
@@ -302,11 +304,13 @@ class ArrayImageDataset(ImageDataset):
         """(image (H, W, 3) uint8 as decoded, label)."""
         return self.images[i], int(self.labels[i])
 
-    def batch(self, indices, rng):
-        pixels = self.images[indices]
+    def batch(self, indices, rng, keep=slice(None)):
+        indices = np.asarray(indices)
+        pixels = self.images[indices[keep]]
         if self.train:
-            pixels = T.cifar_train_batch(pixels, rng)
-        return T.normalize_batch(pixels, self.mean, self.std), self.labels[indices]
+            offsets, flips = T.draw_crop_flip(rng, len(indices))   # drawn for the whole batch
+            pixels = T.crop_flip(pixels, offsets[keep], flips[keep])
+        return T.normalize_batch(pixels, self.mean, self.std), self.labels[indices[keep]]
 
 
 class FileImageDataset(ImageDataset):
@@ -355,12 +359,12 @@ class FileImageDataset(ImageDataset):
             return T.imagenet_train_image(img, rng, self.image_size), label
         return T.imagenet_eval_image(img, self.image_size), label
 
-    def batch(self, indices, rng):
+    def batch(self, indices, rng, keep=slice(None)):
         # One stream per item, seeded from the batch's stream, so an item's augmentation depends
         # on (batch rng, position in the batch) only, not on the order items are processed in.
         seeds = rng.integers(0, 2**63, size=len(indices)) if self.train else [0] * len(indices)
-        rngs = [np.random.default_rng(int(s)) for s in seeds]
-        items = [self._item(int(i), r) for i, r in zip(indices, rngs)]
+        rngs = [np.random.default_rng(int(s)) for s in seeds][keep]
+        items = [self._item(int(i), r) for i, r in zip(list(indices)[keep], rngs)]
         pixels = np.stack([p for p, _ in items])
         labels = np.asarray([label for _, label in items], dtype=np.int64)
         return T.normalize_batch(pixels, self.mean, self.std), labels

@@ -48,21 +48,36 @@ class BatchLoader:
         Threads that build batches; 0 builds them in the consumer's thread (no prefetching).
     prefetch : int >= 1
         Batches prepared ahead of the consumer (raised to `workers` so that each has one).
+    part : (index, count) or None
+        Data parallelism: yield only the `index`-th of `count` equal contiguous parts of each
+        batch (batch_size must split evenly), built with the whole batch's random draws, so
+        that the parts of all `count` loaders together are exactly the batch of a loader
+        without `part`. The dataset's `batch` must accept `keep=` (those of data.images do).
     """
 
     def __init__(self, dataset, batch_size, shuffle=True, drop_last=True, seed=0, workers=2,
-                 prefetch=2):
+                 prefetch=2, part=None):
         self.dataset = dataset
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.seed = _check_int("seed", seed, 0)
         self.workers = _check_int("workers", workers, 0)
         self.prefetch = _check_int("prefetch", prefetch, 1)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.keep = None if part is None else self._part_slice(*part)
         if len(dataset) == 0:
             raise ValueError("BatchLoader: the dataset is empty")
         if self.drop_last and len(dataset) < self.batch_size:
             raise ValueError(f"BatchLoader: drop_last=True with batch_size {self.batch_size} > "
                              f"{len(dataset)} items would give no batch at all")
+
+    def _part_slice(self, index, count):
+        count, index = _check_int("part count", count, 1), _check_int("part index", index, 0)
+        if index >= count or self.batch_size % count or not self.drop_last:
+            raise ValueError(f"BatchLoader: part ({index}, {count}) needs index < count, "
+                             f"drop_last=True and a batch_size ({self.batch_size}) divisible "
+                             f"by count")
+        size = self.batch_size // count
+        return slice(index * size, (index + 1) * size)
 
     def __len__(self):
         """Batches per epoch."""
@@ -87,7 +102,9 @@ class BatchLoader:
         return np.random.default_rng([AUGMENT, self.seed, epoch, k])
 
     def _make(self, epoch, k, indices):
-        return self.dataset.batch(indices, self.batch_rng(epoch, k))
+        if self.keep is None:
+            return self.dataset.batch(indices, self.batch_rng(epoch, k))
+        return self.dataset.batch(indices, self.batch_rng(epoch, k), keep=self.keep)
 
     def epoch(self, epoch, start=0):
         """Yield the batches `start`, `start` + 1, ... of `epoch` as (x, y).
