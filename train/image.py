@@ -37,7 +37,7 @@ import tinyhw.functional as F
 from data.images import (DEFAULT_DATA_SETS, BadImageError, BatchLoader, ImageSizeError,
                          find_image_root, image_dataset)
 from nets import ARCHS, archs_of, build_image_net, count_parameters, preset_of
-from tinyhw import optim, serialize
+from tinyhw import distributed, optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals, add_run_arguments,
                         append_metrics, check_run_arguments, checkpoint_note, choose_device,
@@ -45,6 +45,7 @@ from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals
                         remember_command, require_at_least_one, require_memory, resume,
                         run_final_pass, train_epochs)
 from train.memory import gpu_free_bytes, training_bytes
+from train.parallel import RANKS_FLAG, check_batch_split, launch, on_root, ranks_note
 
 CHECKPOINT_KIND = "train.image"
 
@@ -123,14 +124,21 @@ def evaluate(model, loader, device):
 class Trainer:
     """Holds the run's state; `save`/`load` write and read exactly that state."""
 
-    def __init__(self, args, train_set, val_set, device):
+    def __init__(self, args, train_set, val_set, device, comm=None):
         self.args, self.device = args, device
+        self.comm = comm = comm or distributed.world()
         tinyhw.manual_seed(args.seed)
         self.model = build_image_net(args.arch, train_set.num_classes, args.bn).to(device)
+        comm.broadcast_parameters(self.model.state_dict().values())   # rank 0's model
+        if comm.rank > 0:   # dropout, should a net have any: each rank draws its own
+            tinyhw.manual_seed(distributed.rank_seed(args.seed, comm.rank))
         self.opt = optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                              weight_decay=args.weight_decay)
+        # Each rank builds its share of every batch, with the batch's own order and random
+        # augmentation: together the ranks see exactly the batch a single process would.
         self.train_loader = BatchLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
-                                        seed=args.seed, workers=args.workers)
+                                        seed=args.seed, workers=args.workers,
+                                        part=None if comm.size == 1 else (comm.rank, comm.size))
         self.val_loader = BatchLoader(val_set, args.batch_size, shuffle=False, drop_last=False,
                                       seed=args.seed, workers=args.workers)
         self.epoch, self.batch, self.step = 0, 0, 0    # position: next batch of this epoch
@@ -138,12 +146,12 @@ class Trainer:
         self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
 
     # ---- checkpoints ----------------------------------------------------------------
-    def _meta(self):
+    def _meta(self, rngs):
         keys = ("epoch", "batch", "step", "history", "best_top1", "epoch_loss", "epoch_wrong",
                 "epoch_seen")
         meta = {k: getattr(self, k) for k in keys}
         meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
-                    rng=tinyhw.random.get_state(), kind=CHECKPOINT_KIND)
+                    rng=rngs[0], rngs=rngs, kind=CHECKPOINT_KIND)
         meta["flags"] = self.flags()
         return meta
 
@@ -151,11 +159,13 @@ class Trainer:
         """The flags a resumed run must share with the saved one, because they fix the
         batches it sees again: the data folder (resolved), --batch-size and --limit."""
         return {"--data": str(Path(self.train_loader.dataset.root).resolve()),
-                "--batch-size": self.args.batch_size, "--limit": self.args.limit}
+                "--batch-size": self.args.batch_size, "--limit": self.args.limit,
+                RANKS_FLAG: self.comm.size}
 
     def _check_same_data(self, meta, path):
         """Refuse other data, batches or classes than the checkpoint's run saw; what an older
         checkpoint did not record is not checked."""
+        meta.setdefault("flags", {}).setdefault(RANKS_FLAG, 1)   # older runs: one process
         check_same_flags(meta, self.flags(), path)
         classes = self.train_loader.dataset.classes
         if "classes" in meta and list(meta["classes"]) != classes:
@@ -163,8 +173,14 @@ class Trainer:
                              class_difference(meta["classes"], classes, "the run", "--data"))
 
     def save(self, path):
-        serialize.save_checkpoint(path, self.model.state_dict(), self.opt.state_dict(),
-                                  self._meta())
+        """Called on every rank: rank 0 writes the model and optimizer state (the same on every
+        rank, but batch norm's running statistics, which are rank 0's) and every rank's random
+        state."""
+        rngs = self.comm.gather_object(tinyhw.random.get_state())
+        if self.comm.is_root:
+            serialize.save_checkpoint(path, self.model.state_dict(), self.opt.state_dict(),
+                                      self._meta(rngs))
+        self.comm.barrier()   # no rank goes on (or exits) before the file is written
 
     def load(self, path):
         read_checkpoint_meta(path, CHECKPOINT_KIND, ("arch", "bn", "epoch", "batch", "step",
@@ -179,24 +195,30 @@ class Trainer:
         for key in ("epoch", "batch", "step", "history", "best_top1", "epoch_loss",
                     "epoch_wrong", "epoch_seen"):
             setattr(self, key, meta[key])
-        tinyhw.random.set_state(meta["rng"])
+        tinyhw.random.set_state(meta["rngs"][self.comm.rank] if "rngs" in meta else meta["rng"])
 
     # ---- training -------------------------------------------------------------------
     def train_step(self, x, y):
-        """Forward, backward of the batch-mean cross-entropy, SGD update. Returns (loss, wrong)."""
+        """This rank's share (x, y) of a batch: forward, backward of the cross-entropy's mean
+        over the whole --batch-size (each rank scales its sum by 1 / --batch-size, and the
+        gradients are summed over ranks), SGD update. Returns (loss, wrong) of the whole batch.
+        Batch norm normalises with the statistics of this rank's share, as torch's
+        DistributedDataParallel does without SyncBatchNorm."""
         self.model.train()
         logits = self.model(tinyhw.Tensor(to_device(x, self.device)))
-        loss = F.cross_entropy(logits, tinyhw.Tensor(to_device(y, self.device)))
-        value = loss.item()
+        loss = F.cross_entropy(logits, tinyhw.Tensor(to_device(y, self.device)), "sum")
+        loss = loss * (1.0 / self.args.batch_size)
+        wrong = topk_errors(to_device(logits.data, "cpu"), y, ks=(1,))[0]
+        value, wrong = self.comm.allreduce(loss.item(), wrong)   # a NaN on any rank stops all
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at step {self.step} (epoch "
                            f"{self.epoch + 1}, batch {self.batch}); "
                            f"{checkpoint_note(self.args.out)}. Try a lower --lr or --warmup.")
         self.opt.zero_grad()
         loss.backward()
+        self.comm.allreduce_gradients(self.model.parameters())
         self.opt.step()
-        wrong = topk_errors(to_device(logits.data, "cpu"), y, ks=(1,))[0]
-        return value, wrong
+        return value, int(wrong)
 
     def run_epoch(self):
         """Train from the saved position to the end of the epoch (or --max-steps)."""
@@ -205,18 +227,19 @@ class Trainer:
         bar = tqdm(total=steps, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
                    leave=False, dynamic_ncols=True, mininterval=1.0)
         start, seen = time.perf_counter(), 0
-        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes)
+        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes, self.comm)
         for x, y in loader.epoch(self.epoch, start=self.batch):
             if a.max_steps is not None and self.step >= a.max_steps:
                 bar.close()
                 return False
-            StopSignals.check()
+            StopSignals.check(self.comm)   # a signal on any rank stops all after this step
             self.opt.param_groups[0]["lr"] = learning_rate(a, self.epoch + self.batch / steps)
             loss, wrong = self.train_step(x, y)
-            self.epoch_loss += loss * len(y)
+            n = a.batch_size   # the whole batch (every training batch is whole: drop_last)
+            self.epoch_loss += loss * n
             self.epoch_wrong += wrong
-            self.epoch_seen += len(y)
-            self.batch, self.step, seen = self.batch + 1, self.step + 1, seen + len(y)
+            self.epoch_seen += n
+            self.batch, self.step, seen = self.batch + 1, self.step + 1, seen + n
             bar.update(1)
             bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
@@ -231,12 +254,13 @@ class Trainer:
 
     def end_epoch(self, seconds, images_per_s):
         a = self.args
-        val = evaluate(self.model, self.val_loader, self.device)
+        val = on_root(self.comm, lambda: evaluate(self.model, self.val_loader, self.device))
         improved = val["top1_err"] < self.best_top1
         if improved:
             self.best_top1 = val["top1_err"]
-            serialize.save(self.model.state_dict(), a.out / "best.npz",
-                           meta={"arch": a.arch, "bn": a.bn, "epoch": self.epoch + 1, **val})
+            if self.comm.is_root:
+                serialize.save(self.model.state_dict(), a.out / "best.npz",
+                               meta={"arch": a.arch, "bn": a.bn, "epoch": self.epoch + 1, **val})
         record = {"epoch": self.epoch + 1, "step": self.step,
                   "lr": self.opt.param_groups[0]["lr"],
                   "train_loss": self.epoch_loss / max(self.epoch_seen, 1),
@@ -245,7 +269,8 @@ class Trainer:
                   "val_top5_err": val["top5_err"], "seconds": seconds,
                   "images_per_s": images_per_s}
         self.history.append(record)
-        append_metrics(a.out, record)
+        if self.comm.is_root:
+            append_metrics(a.out, record)
         print(f"epoch {self.epoch + 1:3d}  lr {record['lr']:.4f}  train loss "
               f"{record['train_loss']:.3f} err {100 * record['train_top1_err']:5.2f}%  val loss "
               f"{val['loss']:.3f} top-1 {100 * val['top1_err']:5.2f}% top-5 "
@@ -305,41 +330,49 @@ def load_data(args):
 
 
 def require_step_memory(trainer):
-    """Exit with one line when a training step of --batch-size images cannot fit in the
-    memory of the device (train.memory's estimate, from the graph of one real image)."""
-    a, model = trainer.args, trainer.model
+    """Exit with one line when a training step of this rank's share of --batch-size images
+    cannot fit in the memory of the device (train.memory's estimate, from the graph of one real
+    image; on the CPU, times the ranks that share the machine)."""
+    a, model, comm = trainer.args, trainer.model, trainer.comm
     x, _ = trainer.train_loader.dataset.batch(np.arange(1), np.random.default_rng(0))
     x = tinyhw.Tensor(to_device(x, trainer.device))
     model.eval()    # no running-statistics update, no random draw
-    need = training_bytes(lambda: model(x), 1, a.batch_size, model.parameters())
+    need = training_bytes(lambda: model(x), 1, a.batch_size // comm.size, model.parameters())
+    if trainer.device == "cpu":
+        need *= comm.local_size
     require_memory(need, f"--arch {a.arch} --batch-size {a.batch_size}",
                    gpu_free_bytes() if trainer.device == "gpu" else None)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = distributed.world()   # one rank, or those mpiexec started
+    check_batch_split(args.batch_size, comm)
+    args.ranks = comm.size
     keep_freed_memory()
     device = choose_device(args.device)
+    comm.use_device(device)
     try:
         root, train_set, val_set = load_data(args)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     try:
-        trainer = Trainer(args, train_set, val_set, device)
+        trainer = Trainer(args, train_set, val_set, device, comm)
     except ValueError as e:   # e.g. a --batch-size larger than the training split
         raise SystemExit(f"error: {e}") from None
-    require_step_memory(trainer)
-    open_run_folder(args.out, args.resume, args.overwrite)
-    if args.resume:
+    on_root(comm, lambda: require_step_memory(trainer))
+    on_root(comm, lambda: open_run_folder(args.out, args.resume, args.overwrite))
+    if args.resume:   # every rank reads the checkpoint
         resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
-    record_command(args)
+    if comm.is_root:
+        record_command(args)
     print(f"{args.arch}{'' if args.bn else ' without BN'}: "
           f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
-          f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}; "
-          f"out {args.out}", flush=True)
+          f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}"
+          f"{ranks_note(comm)}; out {args.out}", flush=True)
     try:
         train_epochs(trainer, args)
-        return run_final_pass(args, lambda: finish(trainer, args))
+        return run_final_pass(args, lambda: on_root(comm, lambda: finish(trainer, args)))
     except BadImageError as e:   # a file damaged since the check, or one it cannot see into
         fail(f"{e}; {checkpoint_note(args.out)}. Rerun with --skip-bad (and --resume to "
              "continue) to replace unreadable files")
@@ -364,4 +397,4 @@ def finish(trainer, args):
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -30,11 +30,13 @@ import tinyhw.functional as F
 from data.ptb import KIM_MAX_WORD_LEN, Corpus, find_ptb_dir, num_windows, stream_batches
 from nets import count_parameters
 from nets.char_lm import CONFIGS, build
-from tinyhw import optim, serialize
+from tinyhw import distributed, optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from tinyhw.ops.highway import VARIANTS
 from train.lm_eval import device_ints, evaluate
 from train.memory import gpu_free_bytes, training_bytes
+from train.parallel import (RANKS_FLAG, check_batch_split, launch, my_share, on_root,
+                            ranks_note)
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
                         check_run_arguments, check_same_flags, checkpoint_note, choose_device,
                         fail, open_run_folder, read_checkpoint_meta, record_command,
@@ -87,12 +89,17 @@ def _detach(state):
 class Trainer:
     """Holds the run's state; `state_arrays`/`meta` are exactly what a checkpoint stores."""
 
-    def __init__(self, args, corpus, device):
+    def __init__(self, args, corpus, device, comm=None):
         self.args, self.corpus, self.device = args, corpus, device
+        self.comm = comm or distributed.world()
         tinyhw.manual_seed(args.seed)
         v = corpus.vocab
         self.model = build(args.config, args.variant, len(v.words), len(v.chars),
                            v.max_word_len).to(device)
+        self.comm.broadcast_parameters(self.model.state_dict().values())  # rank 0's model
+        if self.comm.rank > 0:   # dropout: each rank draws its own masks
+            tinyhw.manual_seed(distributed.rank_seed(args.seed, self.comm.rank))
+        self.streams = my_share(args.batch_size, self.comm)   # this rank's streams of a batch
         self.opt = optim.SGD(self.model.parameters(), lr=args.lr)
         self.halving = optim.KimHalving(self.opt)       # its history: the val perplexities
         self.epoch, self.window, self.step = 0, 0, 0    # position: next window of this epoch
@@ -102,27 +109,37 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------
     def save(self, path):
-        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.state is not None:
-            arrays["carry.h"], arrays["carry.c"] = self.state[0].data, self.state[1].data
-        meta = {"config": self.args.config, "variant": self.args.variant,
-                "epoch": self.epoch, "window": self.window, "step": self.step,
-                "lr": self.opt.param_groups[0]["lr"], "val_history": self.halving.history,
-                "best_val": self.best_val, "epoch_nll": self.epoch_nll,
-                "epoch_tokens": self.epoch_tokens, "rng": tinyhw.random.get_state(),
-                "kind": CHECKPOINT_KIND, "flags": self.flags()}
-        serialize.save(arrays, path, meta=meta)
+        """Called on every rank: rank 0 writes the model (the same on every rank), the LSTM
+        state of all streams (each rank carries its own) and every rank's random state."""
+        carry = None if self.state is None else [to_device(s.data, "cpu") for s in self.state]
+        gathered = self.comm.gather_object((carry, tinyhw.random.get_state()))
+        if self.comm.is_root:
+            arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            if carry is not None:   # streams in rank order: the layout of a single process
+                arrays["carry.h"], arrays["carry.c"] = (
+                    np.concatenate([c[i] for c, _ in gathered], axis=1) for i in (0, 1))
+            meta = {"config": self.args.config, "variant": self.args.variant,
+                    "epoch": self.epoch, "window": self.window, "step": self.step,
+                    "lr": self.opt.param_groups[0]["lr"], "val_history": self.halving.history,
+                    "best_val": self.best_val, "epoch_nll": self.epoch_nll,
+                    "epoch_tokens": self.epoch_tokens, "rng": gathered[0][1],
+                    "rngs": [rng for _, rng in gathered],
+                    "kind": CHECKPOINT_KIND, "flags": self.flags()}
+            serialize.save(arrays, path, meta=meta)
+        self.comm.barrier()   # no rank goes on (or exits) before the file is written
 
     def flags(self):
         """The flags a resumed run must share with the saved one: they fix the data stream
         and the position in it (--data, --batch-size, --seq-len) or the model's shape."""
         a = self.args
         return {"--data": str(self.corpus.folder.resolve()), "--batch-size": a.batch_size,
-                "--seq-len": a.seq_len, "--max-word-len": a.max_word_len}
+                "--seq-len": a.seq_len, "--max-word-len": a.max_word_len,
+                RANKS_FLAG: self.comm.size}
 
     def load(self, path):
         meta = read_checkpoint_meta(path, CHECKPOINT_KIND, ("config", "variant", "epoch",
                                                             "window", "step", "lr", "rng"))
+        meta.setdefault("flags", {}).setdefault(RANKS_FLAG, 1)   # older runs: one process
         check_same_flags(meta, self.flags(), path)
         arrays, meta = serialize.load(path)
         if (meta["config"], meta["variant"]) != (self.args.config, self.args.variant):
@@ -130,49 +147,58 @@ class Trainer:
                              f"not --config {self.args.config} --variant {self.args.variant}")
         self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
         self.state = None
-        if "carry.h" in arrays:
-            self.state = tuple(tinyhw.Tensor(to_device(arrays[k], self.device))
-                               for k in ("carry.h", "carry.c"))
+        if "carry.h" in arrays:   # this rank's streams
+            self.state = tuple(
+                tinyhw.Tensor(to_device(np.ascontiguousarray(arrays[k][:, self.streams]),
+                                        self.device)) for k in ("carry.h", "carry.c"))
         for key in ("epoch", "window", "step", "best_val", "epoch_nll", "epoch_tokens"):
             setattr(self, key, meta[key])
         self.halving.history = list(meta["val_history"])
         self.opt.param_groups[0]["lr"] = meta["lr"]
-        tinyhw.random.set_state(meta["rng"])
+        tinyhw.random.set_state(meta["rngs"][self.comm.rank] if "rngs" in meta else meta["rng"])
 
     # ---- training -------------------------------------------------------------------
     def train_step(self, inputs, targets):
-        """One window: forward, backward of sum_t mean_b NLL, clip, SGD update. Returns NLL sum."""
+        """One window of the --batch-size streams, of which this rank computes its own: forward,
+        backward of sum_t mean_b NLL (b over all streams: each rank scales its sum by 1 / the
+        global batch, and the gradients are summed over ranks), clip the global norm, SGD
+        update. Returns the NLL sum over all streams."""
         self.model.train()
+        inputs, targets = inputs[:, self.streams], targets[:, self.streams]
         logits, state = self.model(device_ints(self.corpus.chars(inputs), self.device),
                                    self.state)
         nll = F.cross_entropy(logits, device_ints(targets.reshape(-1), self.device), "sum")
-        nll_sum = nll.item()
+        nll_sum = self.comm.allreduce(nll.item())   # a NaN on any rank stops every rank
         if not math.isfinite(nll_sum):
             raise Diverged(f"training loss became {nll_sum} at step {self.step} (epoch "
                            f"{self.epoch + 1}, window {self.window}); "
                            f"{checkpoint_note(self.args.out)}. Try a lower --lr.")
         self.opt.zero_grad()
-        (nll * (1.0 / inputs.shape[1])).backward()   # sum over steps of the batch mean
-        optim.clip_grad_norm_(self.model.parameters(), self.args.clip)
+        (nll * (1.0 / self.args.batch_size)).backward()   # sum over steps of the batch mean
+        self.comm.allreduce_gradients(self.model.parameters())
+        optim.clip_grad_norm_(self.model.parameters(), self.args.clip)   # of the whole batch
         self.opt.step()
         self.state = _detach(state)
         return nll_sum
 
     def end_epoch(self, log):
         a = self.args
-        val = evaluate(self.model, self.corpus, "valid", a.batch_size, a.seq_len, self.device)
+        val = on_root(self.comm, lambda: evaluate(self.model, self.corpus, "valid", a.batch_size,
+                                                  a.seq_len, self.device))
         lr = self.opt.param_groups[0]["lr"]
         train_ppl = math.exp(self.epoch_nll / max(self.epoch_tokens, 1))
         improved = val < self.best_val
         if improved:
             self.best_val = val
-            serialize.save(self.model.state_dict(), a.out / "best.npz",
-                           meta={"config": a.config, "variant": a.variant, "val_ppl": val})
+            if self.comm.is_root:
+                serialize.save(self.model.state_dict(), a.out / "best.npz",
+                               meta={"config": a.config, "variant": a.variant, "val_ppl": val})
         self.halving.step(val)
         record = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train_ppl": train_ppl,
                   "val_ppl": val, "best_val_ppl": self.best_val, "seconds": log["seconds"],
                   "words_per_s": log["words_per_s"]}
-        append_metrics(a.out, record)
+        if self.comm.is_root:
+            append_metrics(a.out, record)
         print(f"epoch {self.epoch + 1:2d}  lr {lr:.4g}  train ppl {train_ppl:8.2f}  "
               f"val ppl {val:8.2f}{'  (best)' if improved else ''}  "
               f"{log['words_per_s']:.0f} words/s", flush=True)
@@ -187,14 +213,14 @@ class Trainer:
         bar = tqdm(total=total, initial=self.window, desc=f"epoch {self.epoch + 1}",
                    unit="win", leave=False, dynamic_ncols=True, mininterval=1.0)
         start, words = time.perf_counter(), 0
-        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes)
+        clock = CheckpointClock(a.checkpoint_every, a.checkpoint_minutes, self.comm)
         for index, (inputs, targets) in enumerate(stream_batches(ids, a.batch_size, a.seq_len)):
             if index < self.window:
                 continue   # resuming mid-epoch: skip windows already trained
             if a.max_steps is not None and self.step >= a.max_steps:
                 bar.close()
                 return False
-            StopSignals.check()
+            StopSignals.check(self.comm)   # a signal on any rank stops all after this step
             nll_sum = self.train_step(inputs, targets)
             self.epoch_nll += nll_sum
             self.epoch_tokens += targets.size
@@ -226,12 +252,15 @@ def check_split_sizes(corpus, batch_size):
 
 def require_step_memory(trainer):
     """Exit with one line when a training step cannot fit in memory (train.memory's estimate,
-    from the graph of one time step of the --batch-size streams, times --seq-len)."""
-    a, model = trainer.args, trainer.model
-    inputs = np.zeros((1, a.batch_size), dtype=np.int64)
+    from the graph of one time step of this rank's streams, times --seq-len; on the CPU, times
+    the ranks that share the machine)."""
+    a, model, comm = trainer.args, trainer.model, trainer.comm
+    inputs = np.zeros((1, a.batch_size // comm.size), dtype=np.int64)
     chars = device_ints(trainer.corpus.chars(inputs), trainer.device)
     model.eval()    # no dropout draw: the random state stays as seeded
     need = training_bytes(lambda: model(chars)[0], 1, a.seq_len, model.parameters())
+    if trainer.device == "cpu":
+        need *= comm.local_size
     require_memory(need, f"--config {a.config} --batch-size {a.batch_size} "
                          f"--seq-len {a.seq_len}",
                    gpu_free_bytes() if trainer.device == "gpu" else None)
@@ -239,26 +268,32 @@ def require_step_memory(trainer):
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = distributed.world()   # one rank, or those mpiexec started
+    check_batch_split(args.batch_size, comm)
+    args.ranks = comm.size
     keep_freed_memory()
     device = choose_device(args.device)
+    comm.use_device(device)
     try:
         corpus = Corpus(find_ptb_dir(args.data), args.max_word_len)
     except (FileNotFoundError, ValueError) as e:
         fail(e)
     check_split_sizes(corpus, args.batch_size)
-    trainer = Trainer(args, corpus, device)
-    require_step_memory(trainer)
-    open_run_folder(args.out, args.resume, args.overwrite)
-    if args.resume:
+    trainer = Trainer(args, corpus, device, comm)
+    on_root(comm, lambda: require_step_memory(trainer))
+    on_root(comm, lambda: open_run_folder(args.out, args.resume, args.overwrite))
+    if args.resume:   # every rank reads the checkpoint
         resume(trainer, args.out,
                lambda t: f"epoch {t.epoch + 1}, window {t.window}, step {t.step}")
-    record_command(args)
+    if comm.is_root:
+        record_command(args)
     v = corpus.vocab
     print(f"{args.config} char-LM, {args.variant} highway: {count_parameters(trainer.model):,} "
           f"parameters; {len(v.words)} words, {len(v.chars)} chars, max word length "
-          f"{v.max_word_len}; device {device}; out {args.out}")
+          f"{v.max_word_len}; device {device}{ranks_note(comm)}; out {args.out}")
     train_epochs(trainer, args)
-    return run_final_pass(args, lambda: finish(trainer, args, corpus, device))
+    return run_final_pass(args, lambda: on_root(comm, lambda: finish(trainer, args, corpus,
+                                                                     device)))
 
 
 def finish(trainer, args, corpus, device):
@@ -280,4 +315,4 @@ def finish(trainer, args, corpus, device):
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -144,10 +144,18 @@ def remember_command(args, module, argv):
     args.module, args.argv = module, list(sys.argv[1:] if argv is None else argv)
 
 
+def command_line(args, argv):
+    """`python -m MODULE ARGV`, after `mpiexec -n N` when args.ranks (set by the entry
+    point) says the run has N > 1 ranks."""
+    ranks = getattr(args, "ranks", 1)
+    launcher = ["mpiexec", "-n", str(ranks)] if ranks > 1 else []
+    return shlex.join(launcher + ["python", "-m", args.module] + list(argv))
+
+
 def record_command(args):
     """Append the exact command line to OUT/command.txt."""
     with open(args.out / "command.txt", "a") as f:
-        f.write(shlex.join(["python", "-m", args.module] + args.argv) + "\n")
+        f.write(command_line(args, args.argv) + "\n")
 
 
 def _json_safe(value):
@@ -249,9 +257,16 @@ class StopSignals:
         print(f"\n{name} received: stopping after this step ...", file=sys.stderr, flush=True)
 
     @staticmethod
-    def check():
-        if StopSignals.received:
-            raise Interrupted(StopSignals.received)
+    def check(comm=None):
+        """Raise Interrupted if a signal arrived. With a communicator of several ranks, on
+        every rank when it arrived on any (the signal numbers are all-reduced), so that all
+        ranks stop after the same step."""
+        received = StopSignals.received
+        if comm is not None and comm.size > 1:
+            number = comm.allreduce(int(signal.Signals[received]) if received else 0, op="max")
+            received = signal.Signals(int(number)).name if number else None
+        if received:
+            raise Interrupted(received)
 
 
 def progress(iterable, total, desc, unit):
@@ -265,15 +280,19 @@ def progress(iterable, total, desc, unit):
 
 
 class CheckpointClock:
-    """Says when a checkpoint is due: every `every_steps` steps and `minutes` after the last."""
+    """Says when a checkpoint is due: every `every_steps` steps and `minutes` after the last.
+    With a communicator, the ranks agree (a checkpoint gathers from all of them): it is due
+    on every rank when the time is up on any."""
 
-    def __init__(self, every_steps, minutes):
-        self.every_steps, self.seconds = every_steps, minutes * 60.0
+    def __init__(self, every_steps, minutes, comm=None):
+        self.every_steps, self.seconds, self.comm = every_steps, minutes * 60.0, comm
         self.last = time.monotonic()
 
     def due(self, step):
         by_steps = self.every_steps and step % self.every_steps == 0
         by_time = self.seconds and time.monotonic() - self.last >= self.seconds
+        if self.comm is not None and self.seconds:
+            by_time = self.comm.any(by_time)
         return bool(by_steps or by_time)
 
     def saved(self):
@@ -284,8 +303,7 @@ def resume_hint(args):
     """The command that continues this run: the one given (args.module, args.argv), with
     --resume instead of --overwrite."""
     argv = [a for a in args.argv if a != "--overwrite"]
-    return shlex.join(["python", "-m", args.module] + argv +
-                      ([] if "--resume" in argv else ["--resume"]))
+    return command_line(args, argv + ([] if "--resume" in argv else ["--resume"]))
 
 
 def train_epochs(trainer, args):
