@@ -6,6 +6,7 @@ runs train.lm or train.image's main(ARGV) as the entry point does, with test hoo
                          (bit for bit) and print 'parameters identical on N ranks'
     --signal R:K:NAME    rank R sends itself signal NAME (e.g. SIGTERM) during step K
     --kill R:K           rank R kills itself (SIGKILL) during step K
+    --nan R:K            rank R's model gets a NaN bias before step K (the LM's decoder)
 """
 import argparse
 import os
@@ -62,6 +63,7 @@ def main():
     p.add_argument("--check-identical", action="store_true")
     p.add_argument("--signal", default=None)
     p.add_argument("--kill", default=None)
+    p.add_argument("--nan", default=None)
     split = sys.argv.index("--")   # after it: the entry point's own flags
     args = p.parse_args(sys.argv[1:split])
     args.argv = sys.argv[split + 1:]
@@ -77,6 +79,9 @@ def main():
         hook_steps(module, rank, step, lambda: os.kill(os.getpid(), signal.SIGKILL))
     trainers = []
     remember_trainers(module, trainers)
+    if args.nan:
+        rank, step = map(int, args.nan.split(":"))
+        hook_steps(module, rank, step, lambda: trainers[-1].model.decoder.bias.data.fill(np.nan))
 
     def run():
         module.main(args.argv)

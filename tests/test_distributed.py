@@ -262,6 +262,15 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(mpi, tmp_path)
     serialize.load(out / "last.npz")   # whole and readable
 
 
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(mpi, tmp_path):
+    corpus = _write_corpus(tmp_path / "ptb", lines=(40, 10, 10))
+    code, output = _mpiexec(2, "lm", *_lm_flags(corpus, tmp_path / "run", "--epochs", "1"),
+                            hooks=["--nan", "1:3"], timeout=60)
+    assert code != 0
+    assert output.count("diverged: training loss became nan at step 3") == 1, output
+    assert "MPI_Abort" not in output   # an ending every rank shares, not an abort
+
+
 def test_the_entry_point_refuses_a_batch_that_does_not_split(mpi, tmp_path):
     corpus = _write_corpus(tmp_path / "ptb", lines=(40, 10, 10))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
