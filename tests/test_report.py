@@ -198,5 +198,42 @@ def test_reference_numbers():
     assert image(Namespace(arch="resnet20", bn=False)) == "—"     # He et al. used BN
     assert image(Namespace(arch="highway20", bn=True)) == "—"
     assert report.lm_reference(Namespace(config="large", variant="plain")) == "92.60"
-    assert "100.3" in report.lm_reference(Namespace(config="small", variant="c_only"))
+    # Kim et al. (2015) Table 7, small model: one highway layer 92.3 (LSTM-Char-Small as
+    # published), two highway layers 90.1, one MLP layer 111.2 (100.3 is no highway layer)
+    assert "one highway layer: 92.3" in report.lm_reference(Namespace(config="small",
+                                                                     variant="c_only"))
+    assert "one MLP layer: 111.2" in report.lm_reference(Namespace(config="small",
+                                                                  variant="plain"))
+    assert "two highway layers: 90.1" in report.lm_reference(Namespace(config="small",
+                                                                      variant="residual"))
     assert report.lm_reference(Namespace(config="tiny", variant="full")) == "—"
+
+
+def _small_run(root, variant, seed, epochs_done, test=None, epochs=25):
+    records = [_lm_epoch(e, 200.0 - e) for e in range(1, epochs_done + 1)]
+    if test is not None:
+        records.append({"final": True, "step": 10 * epochs_done, "model": "best",
+                        "best_val_ppl": 200.0 - epochs_done, "test_ppl": test})
+    return _write_run(root / f"{variant}_{seed}", [
+        f"python -m train.lm --config small --variant {variant} --seed {seed} "
+        f"--epochs {epochs}"], records)
+
+
+def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_final(tmp_path):
+    runs = [report.load_run(p) for p in (
+        _small_run(tmp_path, "coupled", 0, 25, test=95.0),
+        _small_run(tmp_path, "coupled", 1, 25, test=97.0),
+        _small_run(tmp_path, "residual", 0, 25, test=101.0),
+        _small_run(tmp_path, "c_only", 0, 7),                       # still training
+        _small_run(tmp_path, "plain", 0, 3, test=150.0),           # stopped early, scored
+    )]
+    rows = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")]
+            for line in report.table_1a(runs, "small").splitlines()[2:]}
+    assert rows["coupled"][1:4] == ["95.00, 97.00", "96.00 ± 1.00", "1"]
+    assert rows["residual"][1:4] == ["101.00", "101.00", "2"]
+    assert rows["c_only"][1:5] == ["—", "—", "—", "seed 0: epoch 7 of 25, val 193.00"]
+    assert rows["plain"][1] == "—" and "epoch 3 of 25" in rows["plain"][4]
+    assert rows["full"][1:5] == ["—", "—", "—", "—"]
+    assert rows["coupled"][5:] == ["79.13", "2", "92.3 (one highway layer)"]
+    assert rows["plain"][5:] == ["92.60", "6", "111.2 (one MLP layer)"]
+    assert report.table_1a(runs, "large") is None

@@ -41,7 +41,14 @@ DASH = "—"
 # Greff et al. (2017), Table 1a: Kim et al.'s large char-aware LM, PTB test perplexity, 25 epochs.
 TABLE_1A = {"plain": 92.60, "residual": 91.32, "t_only": 82.94, "c_only": 79.15,
             "coupled": 79.13, "full": 79.09}
-KIM_SMALL_TEST_PPL = 100.3   # Kim et al. (2015), LSTM-Char-Small (coupled highway layers)
+# Kim et al. (2015), Table 7 (PTB test perplexity with and without highway layers): the small
+# model's row for the same layers as each of our small variants. Our small coupled, t_only,
+# c_only and full have one highway layer (Kim: 92.3), residual two layers (Kim's two highway
+# layers: 90.1, the nearest), plain one MLP layer (Kim: 111.2); without highway layers: 100.3.
+KIM_SMALL = {"one highway layer": 92.3, "two highway layers": 90.1, "one MLP layer": 111.2,
+             "no highway layers": 100.3}
+KIM_SMALL_TEST_PPL = KIM_SMALL["one highway layer"]   # LSTM-Char-Small as published (Table 3)
+KIM_LARGE_TEST_PPL = 78.9                             # LSTM-Char-Large, two highway layers
 # Greff et al. (2017), Table 1b: ILSVRC-2012 50-layer nets, top-5 val error %, {bn: error}.
 TABLE_1B = {"resnet50": ("ResNet", {False: 9.40, True: 7.17}),
             "highway50": ("Highway", {False: 10.03, True: 7.53}),
@@ -241,8 +248,15 @@ def lm_reference(args):
     if args.config == "large":
         return f"{TABLE_1A[args.variant]:.2f}"
     if args.config == "small":
-        return f"{DASH} (Kim et al. small, coupled: {KIM_SMALL_TEST_PPL})"
+        return f"{DASH} (Kim et al. small, {kim_small_row(args.variant)}: " \
+               f"{KIM_SMALL[kim_small_row(args.variant)]})"
     return DASH
+
+
+def kim_small_row(variant):
+    """Kim et al.'s small-model row with the same layers as our small `variant`."""
+    return {"plain": "one MLP layer", "residual": "two highway layers"}.get(
+        variant, "one highway layer")
 
 
 def image_reference(args):
@@ -295,7 +309,56 @@ def lm_caption():
             "model, measured when a command finished. Paper: Greff et al. (2017) Table 1a, "
             "Kim et al.'s large model with each highway variant, PTB test perplexity after "
             f"**25 epochs** ({table}). Table 1a has only the large model; small runs show Kim "
-            f"et al. (2015)'s small model (coupled highway) for reference.")
+            f"et al. (2015)'s small model with the same layers for reference (Table 7: one "
+            f"highway layer {KIM_SMALL_TEST_PPL}, two {KIM_SMALL['two highway layers']}, one "
+            f"MLP layer {KIM_SMALL['one MLP layer']}; large: {KIM_LARGE_TEST_PPL}).")
+
+
+# ---- Table 1a as it stands ------------------------------------------------------------------
+def seed_of(run):
+    return getattr(run.args, "seed", None) if run.args is not None else None
+
+
+def table_1a(lm_runs, config):
+    """One row per highway variant of `config`: our test perplexity per seed (finished runs
+    only), their mean and spread, runs still in progress with their epoch and val
+    perplexity, and both rank orders; None when no run has that config."""
+    runs = [r for r in lm_runs if r.args is not None and r.args.config == config]
+    if not runs:
+        return None
+    by_variant = {v: [r for r in runs if r.args.variant == v] for v in TABLE_1A}
+    finished = {v: [r.final["test_ppl"] for r in rs if r.finished and not scored_last_model(r)
+                    and r.epochs_done == r.args.epochs]
+                for v, rs in by_variant.items()}
+    means = {v: sum(t) / len(t) for v, t in finished.items() if t}
+    ours_rank = {v: i + 1 for i, v in enumerate(sorted(means, key=means.get))}
+    paper_rank = {v: i + 1 for i, v in enumerate(sorted(TABLE_1A, key=TABLE_1A.get))}
+    rows = []
+    for v, rs in by_variant.items():
+        tests = ", ".join(f"{t:.2f}" for t in finished[v]) or DASH
+        spread = (f"{means[v]:.2f} ± {(max(finished[v]) - min(finished[v])) / 2:.2f}"
+                  if len(finished[v]) > 1 else (f"{means[v]:.2f}" if v in means else DASH))
+        going = [f"seed {seed_of(r)}: epoch {r.epochs_done} of {r.args.epochs}, val "
+                 f"{number(last(r, 'val_ppl'))}" for r in rs
+                 if not (r.finished and r.epochs_done == r.args.epochs)]
+        kim = kim_small_row(v) if config == "small" else None
+        rows.append([v, tests, spread, str(ours_rank.get(v, DASH)), "; ".join(going) or DASH,
+                     f"{TABLE_1A[v]:.2f}", str(paper_rank[v]),
+                     f"{KIM_SMALL[kim]} ({kim})" if kim else f"{KIM_LARGE_TEST_PPL}"])
+    header = ["variant", f"ours: test ppl per seed ({config})", "mean ± half-range",
+              "our rank", "in progress (not final)", "paper (large, Table 1a)", "paper rank",
+              f"Kim et al. {config}, same layers"]
+    return markdown_table(header, rows)
+
+
+def table_1a_caption(config):
+    return (f"Each variant of the **{config}** model trained with Kim et al.'s protocol to the "
+            "end (25 epochs, best-validation model scored on test). A run that has not finished "
+            "all its epochs is listed under *in progress* with its epochs done and its last "
+            "validation perplexity, never as a result. Ranks: 1 is the lowest test perplexity, "
+            "among the variants that have a result. The paper's numbers are for the large "
+            "model; the claim tested is their order: full, coupled, c_only < t_only < residual "
+            "< plain.")
 
 
 def data_name(args):
@@ -409,6 +472,11 @@ def build_report(runs, out, Figure, command):
     figures = draw_curves(Figure, lm_runs, image_runs, out) if Figure else []
     lm_figures = [f for f in figures if f[1].name.startswith("lm_")]
     parts = ["# Training runs beside the paper", f"Generated by `{command}`."]
+    for config in ("small", "large"):
+        table = table_1a(lm_runs, config)
+        if table:
+            parts.append(section(f"Table 1a, {config} model: the highway variants side by side",
+                                 table_1a_caption(config), table, lm_figures))
     if lm_runs:
         parts.append(section("Character-aware language model (Greff et al. Table 1a)",
                              lm_caption(),
