@@ -10,6 +10,16 @@ Two families, built from the blocks of `nets.blocks`:
 
 `net.stages` is a list of `Stage`s (each a list of blocks), so analysis code can run the stem,
 then the blocks one by one, then `net.head`.
+
+Shared blocks (Jastrzebski et al. 2017): with share_blocks=True, within every stage the
+blocks after the first all use one block's convolutions (and batch norms): the stage applies its
+first block, then one shape-keeping block n - 1 times, like an unrolled recurrence. With
+unshared_bn=True each of those iterations keeps its own batch norms (affine parameters and
+running statistics; Liao & Poggio 2016), which Jastrzebski et al. found needed to train shared
+nets well. The iterations stay separate Block objects (each with its own `lesioned` switch, so
+the analyses address them one by one) holding the same Conv2d modules; a module shared this way
+is listed once by parameters() and state_dict() (under the first iteration's name), so the
+optimizer updates it once, with the gradients of every iteration summed by the autograd engine.
 """
 import tinyhw.functional as F
 from tinyhw import init, nn
@@ -32,10 +42,19 @@ class ImageNetStem(nn.Module):
 class ConvNet(nn.Module):
     """stem -> stages -> global average pool -> linear. (N, 3, S, S) -> logits (N, num_classes)."""
 
-    def __init__(self, stem, stages, features, num_classes):
+    def __init__(self, stem, stages, features, num_classes, share_blocks=False,
+                 unshared_bn=False):
         super().__init__()
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if unshared_bn and not share_blocks:
+            raise ValueError("unshared_bn=True needs share_blocks=True (it keeps one batch norm "
+                             "per iteration of a shared block)")
+        if unshared_bn and not stages[0][0].bn:
+            raise ValueError("unshared_bn=True needs batch norms: the net is built with bn=False")
+        if share_blocks:
+            share_stage_blocks(stages, unshared_bn)
+        self.share_blocks, self.unshared_bn = bool(share_blocks), bool(unshared_bn)
         self.stem = stem
         self.stages = nn.ModuleList([Stage(blocks) for blocks in stages])
         self.fc = nn.Linear(features, num_classes)
@@ -78,6 +97,27 @@ class ConvNet(nn.Module):
         return self.head(x)
 
 
+def share_stage_blocks(stages, unshared_bn=False):
+    """Make the blocks after the first of every stage (lists of blocks) one shared block: blocks
+    2, 3, ... take block 1's Conv2d modules (0-based), and its BatchNorm2d modules too unless
+    `unshared_bn`. Block 0 may change the shape, so it keeps its own weights. Done before
+    ConvNet.reset_parameters, which then initialises each shared module once."""
+    for blocks in stages:
+        for block in blocks[2:]:
+            _take_weights(block, blocks[1], unshared_bn)
+
+
+def _take_weights(target, source, unshared_bn):
+    """Replace every Conv2d (and, unless unshared_bn, BatchNorm2d) below `target` by the module
+    at the same place below `source`, a block of the same structure."""
+    for name, child in list(target.named_children()):
+        twin = getattr(source, name)
+        if isinstance(child, nn.Conv2d) or (isinstance(child, nn.BatchNorm2d) and not unshared_bn):
+            setattr(target, name, twin)
+        else:
+            _take_weights(child, twin, unshared_bn)
+
+
 def make_stages(in_channels, counts, out_channels, make_block):
     """He et al.'s stage layout, for both families: stage i holds counts[i] blocks with
     out_channels[i] outputs, built by make_block(i, in_channels, out_channels, stride); the
@@ -99,8 +139,9 @@ CIFAR_DEPTHS = (20, 32, 56, 110)
 CIFAR_CHANNELS = (16, 32, 64)
 
 
-def cifar_net(depth, kind, num_classes=10, bn=True):
-    """He et al.'s CIFAR net of `depth` = 6n + 2 layers with blocks of `kind`."""
+def cifar_net(depth, kind, num_classes=10, bn=True, share_blocks=False, unshared_bn=False):
+    """He et al.'s CIFAR net of `depth` = 6n + 2 layers with blocks of `kind`; with
+    share_blocks, the blocks after the first of each stage share their weights (see above)."""
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"cifar_net: depth must be 6n + 2 (e.g. {CIFAR_DEPTHS}), got {depth}")
     n = (depth - 2) // 6
@@ -108,7 +149,7 @@ def cifar_net(depth, kind, num_classes=10, bn=True):
         CIFAR_CHANNELS[0], [n] * len(CIFAR_CHANNELS), CIFAR_CHANNELS,
         lambda i, c_in, c_out, stride: BasicBlock(c_in, c_out, stride, kind, bn))
     stem = ConvUnit(3, CIFAR_CHANNELS[0], 3, 1, bn)
-    return ConvNet(stem, stages, channels, num_classes)
+    return ConvNet(stem, stages, channels, num_classes, share_blocks, unshared_bn)
 
 
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -119,11 +160,11 @@ HIGHWAY50_WIDTHS = (40, 80, 160, 320)   # 5/8 of ResNet-50's; 0.4% fewer paramet
 
 
 def imagenet_net(kind, num_classes=1000, bn=True, widths=RESNET50_WIDTHS, final_relu=False,
-                 layers=RESNET50_LAYERS):
+                 layers=RESNET50_LAYERS, share_blocks=False, unshared_bn=False):
     """A 50-layer ImageNet net: ResNet-50's trunk (stage outputs 256, 512, 1024, 2048 channels)
-    with bottleneck blocks of `kind` and inner `widths`."""
+    with bottleneck blocks of `kind` and inner `widths` (shared as the CIFAR nets')."""
     stages, channels = make_stages(
         64, layers, [w * Bottleneck.expansion for w in RESNET50_WIDTHS],
         lambda i, c_in, c_out, stride: Bottleneck(c_in, widths[i], stride, kind, bn, c_out,
                                                   final_relu))
-    return ConvNet(ImageNetStem(bn), stages, channels, num_classes)
+    return ConvNet(ImageNetStem(bn), stages, channels, num_classes, share_blocks, unshared_bn)

@@ -1,4 +1,5 @@
-"""Named factories for the image nets: `resnet20(num_classes=10, bn=True)` and so on.
+"""Named factories for the image nets: `resnet20(num_classes=10, bn=True, share_blocks=False,
+unshared_bn=False)` and so on (share_blocks: nets.convnet's shared blocks).
 
 `ARCHS` maps each name to its factory, for command lines (`--arch resnet20`); `PRESETS` maps
 it to the input preset of data.images it is trained and evaluated on: "cifar" (32x32 images)
@@ -14,8 +15,8 @@ _CIFAR_DOC = ("{name}: He et al.'s {depth}-layer CIFAR net with {kind} blocks "
 def _cifar_factory(prefix, depth):
     kind = _KIND_NAMES[prefix]
 
-    def factory(num_classes=10, bn=True):
-        return cifar_net(depth, kind, num_classes, bn)
+    def factory(num_classes=10, bn=True, share_blocks=False, unshared_bn=False):
+        return cifar_net(depth, kind, num_classes, bn, share_blocks, unshared_bn)
     factory.__name__ = factory.__qualname__ = f"{prefix}{depth}"
     factory.__doc__ = _CIFAR_DOC.format(name=factory.__name__, depth=depth, kind=kind,
                                         n=(depth - 2) // 6)
@@ -27,19 +28,22 @@ highway20, highway32, highway56, highway110 = (_cifar_factory("highway", d) for 
 plain20, plain32, plain56, plain110 = (_cifar_factory("plain", d) for d in CIFAR_DEPTHS)
 
 
-def resnet50(num_classes=1000, bn=True):
+def resnet50(num_classes=1000, bn=True, share_blocks=False, unshared_bn=False):
     """torchvision's ResNet-50 (v1.5): 25,557,032 parameters for 1,000 classes."""
-    return imagenet_net("residual", num_classes, bn)
+    return imagenet_net("residual", num_classes, bn, share_blocks=share_blocks,
+                        unshared_bn=unshared_bn)
 
 
-def highway50(num_classes=1000, bn=True):
+def highway50(num_classes=1000, bn=True, share_blocks=False, unshared_bn=False):
     """Highway-50: ResNet-50's trunk with highway bottlenecks, y = H T + x (1 - T)."""
-    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS)
+    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS,
+                        share_blocks=share_blocks, unshared_bn=unshared_bn)
 
 
-def highway_full50(num_classes=1000, bn=True):
+def highway_full50(num_classes=1000, bn=True, share_blocks=False, unshared_bn=False):
     """Highway-Full-50: as Highway-50, with a final ReLU at the end of each transform H."""
-    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS, final_relu=True)
+    return imagenet_net("highway", num_classes, bn, widths=HIGHWAY50_WIDTHS, final_relu=True,
+                        share_blocks=share_blocks, unshared_bn=unshared_bn)
 
 
 _FAMILIES = {
@@ -56,10 +60,11 @@ def _check_arch(arch):
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
-def build_image_net(arch, num_classes, bn=True):
+def build_image_net(arch, num_classes, bn=True, share_blocks=False, unshared_bn=False):
     """The net called `arch` (a key of ARCHS); a clear error for an unknown name."""
     _check_arch(arch)
-    return ARCHS[arch](num_classes=num_classes, bn=bn)
+    return ARCHS[arch](num_classes=num_classes, bn=bn, share_blocks=share_blocks,
+                       unshared_bn=unshared_bn)
 
 
 def preset_of(arch):

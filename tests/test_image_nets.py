@@ -238,3 +238,101 @@ def test_residual_nets_without_bn_start_at_the_identity_and_stay_finite(rng):
     y = net(Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))).data
     assert np.isfinite(y).all() and np.abs(y).max() < 100
     assert ARCHS["highway20"](bn=False).blocks()[0].H[-1].conv.weight.data.any()
+
+
+# ---- shared blocks (Jastrzebski et al. 2017) ---------------------------------------------------
+def _bn_parameters(block):
+    return sum(m.weight.size + m.bias.size for m in block.modules()
+               if isinstance(m, tinyhw.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "highway20", "resnet32"])
+def test_shared_nets_count_each_shared_block_once(arch):
+    """shared = stem + first block of each stage + one shared block per stage + head; unshared
+    BN adds each extra iteration's batch norms (2 C per BN layer: weight and bias)."""
+    ref = build_image_net(arch, 10)
+    shared = build_image_net(arch, 10, share_blocks=True)
+    unshared_bn = build_image_net(arch, 10, share_blocks=True, unshared_bn=True)
+    expected = (count_parameters(ref.stem) + count_parameters(ref.fc)
+                + sum(count_parameters(stage[0]) + count_parameters(stage[1])
+                      for stage in ref.stages))
+    assert count_parameters(shared) == expected
+    extra_bn = sum((len(stage) - 2) * _bn_parameters(stage[1]) for stage in ref.stages)
+    assert count_parameters(unshared_bn) == expected + extra_bn
+    if arch == "resnet20":   # two BN layers of C channels per basic block: 4 C per iteration
+        assert extra_bn == 4 * (16 + 32 + 64)
+        assert (count_parameters(shared), count_parameters(unshared_bn)) == (172_506, 172_954)
+
+
+def test_shared_iterations_hold_the_same_convolutions_and_their_own_switches():
+    net = resnet20(share_blocks=True, unshared_bn=True)
+    for stage in net.stages:
+        first, one, two = stage
+        assert two.H[0].conv is one.H[0].conv and two.H[1].conv is one.H[1].conv
+        assert first.H[1].conv is not one.H[1].conv          # the first block keeps its own
+        assert two.H[0].bn is not one.H[0].bn                 # unshared BN: one per iteration
+        assert two is not one and not two.lesioned
+    shared = resnet20(share_blocks=True)
+    assert shared.stages[0][2].H[0].bn is shared.stages[0][1].H[0].bn
+    # A shared module is saved once, under the first iteration's name.
+    keys = set(shared.state_dict())
+    assert "stages.0.1.H.0.conv.weight" in keys and "stages.0.2.H.0.conv.weight" not in keys
+    assert "stages.0.2.H.0.bn.weight" in set(net.state_dict())
+    # So a checkpoint of the other kind does not load silently.
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        shared.load_state_dict(resnet20().state_dict())
+    with pytest.raises(RuntimeError, match="missing keys"):
+        resnet20().load_state_dict(shared.state_dict())
+
+
+def test_sharing_flags_are_checked():
+    with pytest.raises(ValueError, match="needs share_blocks=True"):
+        resnet20(unshared_bn=True)
+    with pytest.raises(ValueError, match="needs batch norms"):
+        resnet20(bn=False, share_blocks=True, unshared_bn=True)
+
+
+@pytest.mark.parametrize("kind,bn,unshared_bn", [("residual", True, False),
+                                                 ("residual", True, True),
+                                                 ("highway", True, True),
+                                                 ("residual", False, False)])
+def test_whole_tiny_shared_net_gradients_through_loss(kind, bn, unshared_bn, rng):
+    tinyhw.manual_seed(4)
+    net = cifar_net(20, kind, num_classes=3, bn=bn, share_blocks=True,
+                    unshared_bn=unshared_bn).double()
+    if not bn:   # the zero-initialised last convolutions would hide the shared branch
+        for p in net.parameters():
+            p.data += 0.1 * rng.standard_normal(p.shape)
+    targets = Tensor(np.array([0, 2]))
+
+    class Loss(tinyhw.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return F.cross_entropy(self.net(x), targets)
+    _check_block_gradients(Loss(), rng.standard_normal((2, 3, 8, 8)))
+
+
+def test_shared_weights_get_the_sum_of_every_iterations_gradient(rng):
+    """The shared net's gradient equals that of an unshared net holding the same weights at
+    every iteration, summed over the iterations."""
+    tinyhw.manual_seed(5)
+    shared = resnet20(num_classes=3, share_blocks=True, unshared_bn=True).double()
+    twin = resnet20(num_classes=3).double()
+    twin_state = twin.state_dict()
+    for key in twin_state:               # every iteration k >= 1 gets iteration 1's weights
+        parts = key.split(".")
+        source = key if key in shared.state_dict() else ".".join(parts[:2] + ["1"] + parts[3:])
+        twin_state[key][...] = shared.state_dict()[source]
+    x = Tensor(rng.standard_normal((2, 3, 8, 8)))
+    y = Tensor(np.array([1, 2]))
+    for net in (shared, twin):
+        F.cross_entropy(net(x), y).backward()
+    for s in range(3):
+        conv = shared.stages[s][1].H[0].conv.weight
+        summed = sum(twin.stages[s][k].H[0].conv.weight.grad for k in (1, 2))
+        np.testing.assert_allclose(conv.grad, summed, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(shared.stages[s][2].H[0].bn.weight.grad,
+                                   twin.stages[s][2].H[0].bn.weight.grad, rtol=1e-10)
