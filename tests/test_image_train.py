@@ -320,3 +320,29 @@ def test_evaluation_shows_a_progress_bar_that_goes_away(folder, capsys):
     last = err.rstrip("\r").split("\r")[-1]
     # leave=False: cleared at the end (tqdm may add a cursor-up escape after other bars)
     assert re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", last).strip() == ""
+
+
+# ---- shared blocks -------------------------------------------------------------------------------
+def test_shared_blocks_are_trained_counted_saved_and_checked_on_resume(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_image.main(_cpu(folder, out, "--share-blocks", "--unshared-bn", "--epochs", "1"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("resnet20, shared blocks (unshared BN): 172,499 parameters;")   # 3 classes
+    for name in ("last.npz", "best.npz"):
+        meta = serialize.load(out / name)[1]
+        assert (meta["share_blocks"], meta["unshared_bn"]) == (True, True)
+    message = _error(None, *_cpu(folder, out, "--resume", "--share-blocks"))
+    assert "was trained with --unshared-bn True, not --unshared-bn False" in message
+    message = _error(None, *_cpu(folder, out, "--resume"))
+    assert "was trained with --share-blocks True, not --share-blocks False" in message
+    train_image.main(_cpu(folder, out, "--resume", "--share-blocks", "--unshared-bn",
+                          "--epochs", "2", "--max-steps", "7"))
+
+
+def test_unshared_bn_needs_shared_blocks_with_batch_norms(capsys):
+    for argv in (["--unshared-bn"], ["--share-blocks", "--unshared-bn", "--no-bn"]):
+        with pytest.raises(SystemExit):
+            train_image.parse_args(argv)
+        assert "--unshared-bn needs --share-blocks and batch norms" in capsys.readouterr().err
+    args = train_image.parse_args(["--share-blocks", "--unshared-bn"])
+    assert str(args.out) == "runs/image_resnet20_shared_unsharedbn"

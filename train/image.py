@@ -3,6 +3,7 @@
     python -m train.image --arch resnet20 --data ../shared/data/cifar10
     python -m train.image --arch highway20 --no-bn --epochs 30 --out runs/highway20_nobn
     python -m train.image --arch resnet50 --data ../shared/data/imagenette-224-mini --batch-size 32
+    python -m train.image --arch resnet32 --share-blocks --unshared-bn
 
 The data folder holds train/<class>/<image> and val/<class>/<image>. CIFAR nets (resnet20 ...
 plain110) read it with the CIFAR transforms (pad 4, random crop 32, flip); the 50-layer nets
@@ -23,6 +24,11 @@ Every image file is checked before training: a file Pillow cannot read is an err
 or with --skip-bad is left out (the run says how many, per split). --limit N trains and scores
 on N images of each split, evenly spaced over the sorted files so every class appears: a quick
 smoke run. A --batch-size whose training step cannot fit in memory is refused up front.
+
+--share-blocks trains Jastrzebski et al. (2017)'s shared nets: in every stage the blocks after the
+first are one block applied repeatedly (nets.convnet); --unshared-bn gives each of its iterations
+its own batch norms. Both are saved in the checkpoints: --resume refuses a mismatch, and
+train.analyze rebuilds the same net.
 """
 import argparse
 import math
@@ -59,6 +65,11 @@ def parse_args(argv=None):
                    "$TINYHW_DATA/cifar10 for CIFAR nets, $TINYHW_DATA/imagenette-224-mini else)")
     p.add_argument("--no-bn", dest="bn", action="store_false",
                    help="drop every batch norm (convolutions get biases instead)")
+    p.add_argument("--share-blocks", action="store_true",
+                   help="within every stage, the blocks after the first share their weights: "
+                        "one block applied repeatedly (Jastrzebski et al. 2017)")
+    p.add_argument("--unshared-bn", action="store_true",
+                   help="with --share-blocks: one batch norm per iteration of the shared block")
     p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
@@ -89,10 +100,24 @@ def parse_args(argv=None):
     require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps", "limit"))
     if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
+    if args.unshared_bn and not (args.share_blocks and args.bn):
+        p.error("--unshared-bn needs --share-blocks and batch norms (not --no-bn)")
     check_run_arguments(p, args)
-    args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}")
+    args.out = Path(args.out or f"runs/image_{args.arch}{'' if args.bn else '_nobn'}"
+                                f"{sharing_suffix(args)}")
     remember_command(args, "train.image", argv)
     return args
+
+
+def sharing_suffix(args):
+    """'_shared', '_shared_unsharedbn' or '' for the default run folder."""
+    return "_shared" * args.share_blocks + "_unsharedbn" * args.unshared_bn
+
+
+def net_name(args):
+    """The net in words for printed lines: 'resnet20 without BN, shared blocks' and so on."""
+    sharing = ", shared blocks" * args.share_blocks + " (unshared BN)" * args.unshared_bn
+    return f"{args.arch}{'' if args.bn else ' without BN'}{sharing}"
 
 
 def learning_rate(args, progress):
@@ -128,7 +153,8 @@ class Trainer:
         self.args, self.device = args, device
         self.comm = comm = comm or distributed.world()
         tinyhw.manual_seed(args.seed)
-        self.model = build_image_net(args.arch, train_set.num_classes, args.bn).to(device)
+        self.model = build_image_net(args.arch, train_set.num_classes, args.bn,
+                                     args.share_blocks, args.unshared_bn).to(device)
         comm.broadcast_parameters(self.model.state_dict().values())   # rank 0's model
         if comm.rank > 0:   # dropout, should a net have any: each rank draws its own
             tinyhw.manual_seed(distributed.rank_seed(args.seed, comm.rank))
@@ -151,21 +177,29 @@ class Trainer:
                 "epoch_seen")
         meta = {k: getattr(self, k) for k in keys}
         meta.update(arch=self.args.arch, bn=self.args.bn, classes=self.train_loader.dataset.classes,
-                    rng=rngs[0], rngs=rngs, kind=CHECKPOINT_KIND)
+                    rng=rngs[0], rngs=rngs, kind=CHECKPOINT_KIND, **self.net_meta())
         meta["flags"] = self.flags()
         return meta
 
+    def net_meta(self):
+        """What rebuilds the net, besides arch and bn (train.analyze reads it)."""
+        return {"share_blocks": self.args.share_blocks, "unshared_bn": self.args.unshared_bn}
+
     def flags(self):
         """The flags a resumed run must share with the saved one, because they fix the
-        batches it sees again: the data folder (resolved), --batch-size and --limit."""
+        batches it sees again (the data folder, resolved; --batch-size and --limit) or the
+        net (--share-blocks, --unshared-bn)."""
         return {"--data": str(Path(self.train_loader.dataset.root).resolve()),
                 "--batch-size": self.args.batch_size, "--limit": self.args.limit,
-                RANKS_FLAG: self.comm.size}
+                RANKS_FLAG: self.comm.size, "--share-blocks": self.args.share_blocks,
+                "--unshared-bn": self.args.unshared_bn}
 
     def _check_same_data(self, meta, path):
         """Refuse other data, batches or classes than the checkpoint's run saw; what an older
         checkpoint did not record is not checked."""
         meta.setdefault("flags", {}).setdefault(RANKS_FLAG, 1)   # older runs: one process
+        for flag in ("--share-blocks", "--unshared-bn"):           # older runs: no sharing
+            meta["flags"].setdefault(flag, False)
         check_same_flags(meta, self.flags(), path)
         classes = self.train_loader.dataset.classes
         if "classes" in meta and list(meta["classes"]) != classes:
@@ -260,7 +294,8 @@ class Trainer:
             self.best_top1 = val["top1_err"]
             if self.comm.is_root:
                 serialize.save(self.model.state_dict(), a.out / "best.npz",
-                               meta={"arch": a.arch, "bn": a.bn, "epoch": self.epoch + 1, **val})
+                               meta={"arch": a.arch, "bn": a.bn, **self.net_meta(),
+                                     "epoch": self.epoch + 1, **val})
         record = {"epoch": self.epoch + 1, "step": self.step,
                   "lr": self.opt.param_groups[0]["lr"],
                   "train_loss": self.epoch_loss / max(self.epoch_seen, 1),
@@ -366,10 +401,9 @@ def main(argv=None):
         resume(trainer, args.out, lambda t: f"epoch {t.epoch + 1}, batch {t.batch}, step {t.step}")
     if comm.is_root:
         record_command(args)
-    print(f"{args.arch}{'' if args.bn else ' without BN'}: "
-          f"{count_parameters(trainer.model):,} parameters; {root}: {len(train_set):,} train / "
-          f"{len(val_set):,} val images, {train_set.num_classes} classes; device {device}"
-          f"{ranks_note(comm)}; out {args.out}", flush=True)
+    print(f"{net_name(args)}: {count_parameters(trainer.model):,} parameters; {root}: "
+          f"{len(train_set):,} train / {len(val_set):,} val images, {train_set.num_classes} "
+          f"classes; device {device}{ranks_note(comm)}; out {args.out}", flush=True)
     try:
         train_epochs(trainer, args)
         return run_final_pass(args, lambda: on_root(comm, lambda: finish(trainer, args)))
@@ -391,8 +425,7 @@ def finish(trainer, args):
                               "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
                               "best_val_top1_err": trainer.best_top1})
     print(f"final val top-1 error {100 * val['top1_err']:.2f}%, top-5 error "
-          f"{100 * val['top5_err']:.2f}% ({args.arch}{'' if args.bn else ', no BN'}, "
-          f"{trainer.epoch} epochs)")
+          f"{100 * val['top5_err']:.2f}% ({net_name(args)}, {trainer.epoch} epochs)")
     return val
 
 
