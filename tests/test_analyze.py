@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import nets
 import tinyhw
 import tinyhw.functional as F
 from nets import build_image_net
@@ -20,7 +21,8 @@ from nets.char_lm import build as build_lm
 from data.ptb import Corpus
 from tinyhw import serialize
 from train import analyze, image
-from train.analysis import common, estimation, gates, iterative, lesion, lm_layers, shuffle
+from train.analysis import (common, estimation, gates, gradients, iterations, iterative, lesion,
+                            lm_layers, shuffle, unit_errors)
 from train.analysis.common import AnalysisError
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -144,6 +146,56 @@ def test_estimation_error_of_last_block_is_exactly_zero_and_matches_numpy(env, a
     assert result["samples"] == len(CLASSES) * PER_CLASS
 
 
+def _per_unit(outputs):
+    """The one definition by hand: per unit over samples, then averaged over units."""
+    flat = [a.reshape(len(a), -1).astype(np.float64) for a in outputs]
+    d = [a - flat[-1] for a in flat]
+    return ([x.std(axis=0).mean() for x in d], [x.mean(axis=0).mean() for x in d],
+            flat[-1].std(axis=0).mean())
+
+
+class _Given:
+    """A stand-in for a net's stage or a char-LM's cnn: returns the given arrays' rows."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __call__(self, rows, keep=True):
+        return [tinyhw.Tensor(a[rows.data]) for a in self.arrays]
+
+
+def test_conv_and_lm_code_paths_give_the_same_estimation_error_on_the_same_array(monkeypatch):
+    """One array of block outputs, seen as 30 images of (4, 3, 3) units by the conv path and as
+    30 words of 36 features by the char-LM's: the same numbers, the per-unit definition's, and
+    not the pooled std the char-LM used to report."""
+    rng = np.random.default_rng(0)
+    bias, scale = rng.normal(0, 2, (3, 1, 4, 3, 3)), rng.uniform(0.2, 3, (3, 1, 4, 3, 3))
+    outputs = list(bias + scale * rng.normal(size=(3, 30, 4, 3, 3)))
+    model = argparse.Namespace(stem=lambda x: x, stages=[_Given(outputs)])
+    batches = [(tinyhw.Tensor(np.arange(i, min(i + 7, 30))), None) for i in range(0, 30, 7)]
+    conv = estimation.summarise(estimation.accumulate(model, batches), [["b1", "b2", "b3"]])[0]
+
+    words = [a.reshape(30, 36) for a in outputs]
+    monkeypatch.setattr(lm_layers, "layer_outputs",
+                        lambda setup, ids: ([a[i:i + 11] for a in words] for i in range(0, 30, 11)))
+    setup = argparse.Namespace(model=argparse.Namespace(highways=[None] * 3),
+                               corpus=argparse.Namespace(ids={"valid": np.arange(30)}))
+    lm = lm_layers.estimation_error(setup, None)
+    stds, means, a_std = _per_unit(outputs)
+    assert lm["a_std"] == pytest.approx(conv["a_std"], rel=1e-12)
+    assert lm["a_std"] == pytest.approx(a_std, rel=1e-9)
+    for c, w, std, mean in zip(conv["blocks"], lm["layers"], stds, means):
+        for key in ("mean", "std", "mean_abs", "rel_std"):
+            assert w[key] == pytest.approx(c[key], rel=1e-12, abs=1e-15)
+        assert c["std"] == pytest.approx(std, rel=1e-9, abs=1e-12)
+        assert c["mean"] == pytest.approx(mean, rel=1e-9, abs=1e-12)
+    pooled = (words[0] - words[-1]).std()
+    assert abs(pooled - lm["layers"][0]["std"]) > 0.1 * pooled     # the old LM definition
+
+
 # ---- lesioning ----------------------------------------------------------------------------------
 def test_lesioning_nothing_gives_the_intact_error(env):
     s = _setup(env, "resnet20", limit=3)         # 22 passes of each net: a few images do
@@ -262,56 +314,199 @@ def _loss_from(model, h, y, start):
     return F.cross_entropy(model.head(h), tinyhw.Tensor(y), "sum")
 
 
-def test_iterative_gradient_cosine_and_ratio_match_direct_computations(env):
+def _leaf_gradient(model, h, y, start):
+    """The gradient at h (an array) of the summed cross-entropy of running blocks[start:] and
+    the head from h, from a graph of its own (its logit gradient free of cancellation, as the
+    analysis's: a third of these images are classified confidently enough to need it)."""
+    leaf = tinyhw.Tensor(h.astype(np.float32), requires_grad=True)
+    out = leaf
+    for block in model.blocks()[start:]:
+        out = block(out)
+    gradients.backward_from_logits(model.head(out), y)
+    return leaf.grad
+
+
+def test_iterative_gradients_cosines_and_ratio_match_direct_computations(env):
     s = _setup(env, "resnet20")
     x, y = _val_batch(s)
-    acts = iterative.block_activations(s.model, x, y)
+    acts, saturated = iterative.block_gradients(s.model, x, y)
+    assert 0 <= saturated <= len(y)
     assert all(p.requires_grad for p in s.model.parameters())     # restored after the pass
-    k = 4                                                           # s2b2: keeps its shape
-    h, residual, grad = acts[k]
-    # The gradient at block k's input, from a separate graph starting there.
-    leaf = tinyhw.Tensor(h.astype(np.float32), requires_grad=True)
-    _loss_from(s.model, leaf, y, k).backward()
-    np.testing.assert_allclose(grad, leaf.grad, rtol=1e-5, atol=1e-6)
-    # F(h) = block(h) - shortcut(h), recomputed; its norm ratio and cosine by hand.
-    with tinyhw.no_grad():
+    for k in (4, 3):                                 # s2b2 keeps its shape, s2b1 changes it
+        h, f, g_through, g_rest = acts[k]
         block = s.model.blocks()[k]
-        t = tinyhw.Tensor(h.astype(np.float32))
-        direct_f = (block(t).numpy() - block.shortcut(t).numpy()).astype(np.float64)
-    np.testing.assert_allclose(residual, direct_f, rtol=1e-6, atol=1e-6)
-    cosine, ratio = iterative.per_sample(h, residual, grad)
-    n = len(y)
-    for i in range(n):
-        # The very arrays per_sample got (float64): only the summation order differs.
-        f, g = residual[i].ravel(), -grad[i].ravel()
-        assert cosine[i] == pytest.approx(f @ g / np.linalg.norm(f) / np.linalg.norm(g), rel=1e-9)
-        assert ratio[i] == pytest.approx(np.linalg.norm(f) / np.linalg.norm(h[i]), rel=1e-9)
+        with tinyhw.no_grad():
+            t = tinyhw.Tensor(h.astype(np.float32))
+            shortcut = block.shortcut(t).numpy()
+            direct_f = (block(t).numpy() - shortcut).astype(np.float64)
+        np.testing.assert_allclose(f, direct_f, rtol=1e-6, atol=1e-6)
+        # Through the block: the gradient at its input of the net from block k on.
+        np.testing.assert_allclose(g_through, _leaf_gradient(s.model, h, y, k), rtol=1e-5,
+                                   atol=1e-6)
+        # The rest of the net: the gradient at shortcut(h) of the net from block k + 1 on.
+        np.testing.assert_allclose(g_rest, _leaf_gradient(s.model, shortcut, y, k + 1),
+                                   rtol=1e-5, atol=1e-6)
+        values = iterative.per_sample(h, f, g_through, g_rest)
+        for i in range(len(y)):
+            fi, hi = f[i].ravel(), h[i].ravel()
+            for key, g in (("cos_rest_of_net", g_rest), ("cos_through_block", g_through)):
+                if values[key] is None:
+                    assert key == "cos_through_block" and block.changes_shape
+                    continue
+                gi = -g[i].ravel()
+                assert values[key][i] == pytest.approx(
+                    fi @ gi / np.linalg.norm(fi) / np.linalg.norm(gi), rel=1e-9)
+            assert values["norm_ratio"][i] == pytest.approx(
+                np.linalg.norm(fi) / np.linalg.norm(hi), rel=1e-9)
     result = iterative.compute(s)
-    block_result = result["blocks"][k]
-    assert block_result["cosine"]["mean"] == pytest.approx(cosine.mean(), rel=1e-6)
-    assert block_result["norm_ratio"]["mean"] == pytest.approx(ratio.mean(), rel=1e-6)
-    assert [b["cosine"] is None for b in result["blocks"]] == [False] * 3 + [True, False,
-                                                                            False] * 2
+    assert result["headline"] == "cos_rest_of_net"
+    assert set(result["definitions"]) >= {"cos_rest_of_net", "cos_through_block"}
+    values = iterative.per_sample(*acts[4])
+    for key in ("cos_rest_of_net", "cos_through_block", "norm_ratio"):
+        assert result["blocks"][4][key]["mean"] == pytest.approx(values[key].mean(), rel=1e-6)
+    assert [b["cos_through_block"] is None for b in result["blocks"]] == \
+        [False] * 3 + [True, False, False] * 2
+    assert all(b["cos_rest_of_net"]["mean"] is not None for b in result["blocks"])
 
 
-def test_iterative_gradient_matches_finite_differences_in_float64(env):
+def test_iterative_gradients_match_finite_differences_in_float64(env):
     s = _setup(env, "highway20")
     s.model.double()
     x, y = _val_batch(s)
     x = tinyhw.Tensor(x.data[:2].astype(np.float64))
     y = y[:2]
     k = 7                                                            # s3b2
-    h, residual, grad = iterative.block_activations(s.model, x, y)[k]
+    (h, f, g_through, g_rest), _ = iterative.block_gradients(s.model, x, y)[0][k], None
     eps = 1e-6
     with tinyhw.no_grad():
-        up = _loss_from(s.model, tinyhw.Tensor(h + eps * residual), y, k).item()
-        down = _loss_from(s.model, tinyhw.Tensor(h - eps * residual), y, k).item()
-    assert (up - down) / (2 * eps) == pytest.approx(float((grad * residual).sum()), rel=1e-4)
+        for start, at, g in ((k, h, g_through), (k + 1, h, g_rest)):   # shortcut(h) = h here
+            up = _loss_from(s.model, tinyhw.Tensor(at + eps * f), y, start).item()
+            down = _loss_from(s.model, tinyhw.Tensor(at - eps * f), y, start).item()
+            assert (up - down) / (2 * eps) == pytest.approx(float((g * f).sum()), rel=1e-4)
+
+
+def test_cross_entropy_gradient_keeps_the_target_entry_at_a_margin_of_20():
+    """Logits with the true class ahead by 20: in float32 the engine's softmax - one-hot loses
+    the target entry (exactly 0), so the direction is wrong; the analysis's gradient matches
+    float64 to float32 precision, entry by entry and in direction."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, (6, 10))
+    target = np.arange(6) % 10
+    z[np.arange(6), target] = z.max(axis=1) + 20.0
+    exact = gradients.cross_entropy_gradient(z, target)                       # float64
+    z32 = z.astype(np.float32)
+    ours = gradients.cross_entropy_gradient(z32, target)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, exact, rtol=1e-5)
+    logits = tinyhw.Tensor(z32, requires_grad=True)
+    F.cross_entropy(logits, tinyhw.Tensor(target), "sum").backward()
+    engine = logits.grad
+    assert (engine[np.arange(6), target] == 0).all()                         # the bug
+    assert gradients.saturated(z32, target).all()
+    assert not gradients.saturated(z, target).any()
+    assert gradients.cosines(ours.astype(np.float64), -exact).min() > 1 - 1e-6
+    assert gradients.cosines(engine.astype(np.float64), -exact).max() < 0.5   # direction wrong
+    # The two agree where nothing cancels.
+    small = rng.normal(0, 1, (4, 10)).astype(np.float32)
+    logits = tinyhw.Tensor(small, requires_grad=True)
+    F.cross_entropy(logits, tinyhw.Tensor(np.arange(4)), "sum").backward()
+    np.testing.assert_allclose(gradients.cross_entropy_gradient(small, np.arange(4)),
+                               logits.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_iterative_direction_in_float32_matches_float64_for_confident_images(env):
+    """A net made confident (every image's true class ahead by ~20): the per-image gradient
+    directions the analysis finds in float32 are those of the float64 net."""
+    s = _setup(env, "resnet20")
+    x, _ = _val_batch(s)
+    x = tinyhw.Tensor(x.data[:4])
+    y = np.zeros(4, np.int64)                            # every image labelled class 0
+    s.model.fc.weight.data *= 0.01
+    s.model.fc.bias.data[:] = [20.0, 0.0, 0.0]
+    acts32, saturated = iterative.block_gradients(s.model, x, y)
+    assert saturated == 4
+    s.model.double()
+    acts64, _ = iterative.block_gradients(s.model, tinyhw.Tensor(x.data.astype(np.float64)), y)
+    for (_, f32, t32, r32), (_, f64, t64, r64) in zip(acts32, acts64):
+        for g32, g64 in ((r32, r64), (t32, t64)):
+            if g32.shape != f32.shape:
+                continue
+            assert gradients.cosines(g32, -g64).min() > 0.999    # cos(g32, g64), per image
 
 
 def test_iterative_refuses_a_plain_net(env):
     with pytest.raises(AnalysisError, match="iterative needs blocks with a shortcut"):
         iterative.compute(_setup(env, "plain20"))
+
+
+# ---- extra iterations at test time -------------------------------------------------------------
+def test_iterations_without_extra_is_the_intact_net_and_norms_match_numpy(env):
+    s = _setup(env, "resnet20", batch_size=5)        # several batches: the sums must add up
+    result = iterations.compute(s, extra=1)
+    intact = common.score(s)
+    assert [b["name"] for b in result["blocks"]] == ["s1b1", "s1b2", "s1b3", "s2b2", "s2b3",
+                                                     "s3b2", "s3b3"]
+    for b in result["blocks"]:
+        assert b["iterations"][0]["top1_err"] == intact["top1_err"]       # exactly
+        assert b["iterations"][0]["loss"] == pytest.approx(intact["loss"], rel=1e-12)
+        assert [it["extra"] for it in b["iterations"]] == [0, 1]
+    x, _ = _val_batch(s)
+    with tinyhw.no_grad():
+        hs = [s.model.stem(x)]
+        for block in s.model.blocks():
+            hs.append(block(hs[-1]))
+        again = s.model.stages[2][2](hs[-1]).numpy().astype(np.float64)
+    assert [n["name"] for n in result["norms"]] == ["stem"] + [n for st in
+                                                               common.block_names(s.model)
+                                                               for n in st]
+    for n, h in zip(result["norms"], hs):
+        norms = np.linalg.norm(h.numpy().astype(np.float64).reshape(len(h.data), -1), axis=1)
+        assert n["norm_mean"] == pytest.approx(norms.mean(), rel=1e-6)
+        assert n["norm_std"] == pytest.approx(norms.std(), rel=1e-4, abs=1e-9)
+    last = result["blocks"][-1]["iterations"]
+    assert last[0]["norm_mean"] == result["norms"][-1]["norm_mean"]
+    assert last[1]["norm_mean"] == pytest.approx(
+        np.linalg.norm(again.reshape(len(again), -1), axis=1).mean(), rel=1e-6)
+
+
+def test_a_repeated_identity_block_leaves_h_and_the_error_unchanged(env):
+    s = _setup(env, "highway20", limit=6)
+    block = s.model.stages[1][1]
+    with nets.lesioned([block]):           # outputs its identity shortcut: h itself
+        result = iterations.compute(s, extra=3)
+    (b,) = [b for b in result["blocks"] if b["name"] == "s2b2"]
+    first = b["iterations"][0]
+    for it in b["iterations"][1:]:
+        assert (it["top1_err"], it["loss"], it["norm_mean"], it["norm_std"]) == \
+            (first["top1_err"], first["loss"], first["norm_mean"], first["norm_std"])
+
+
+def test_iterations_on_a_shared_net_apply_the_shared_block(env, tmp_path):
+    tinyhw.manual_seed(0)
+    net = build_image_net("resnet20", len(CLASSES), share_blocks=True, unshared_bn=True)
+    for m in net.modules():                # distinct running statistics per iteration
+        if isinstance(m, tinyhw.nn.BatchNorm2d):
+            m.running_mean.data[:] = np.random.default_rng(len(m.running_mean.data)).normal(
+                0, 0.1, m.running_mean.shape)
+    path = tmp_path / "best.npz"
+    serialize.save(net.state_dict(), path, meta={"arch": "resnet20", "bn": True,
+                                                 "share_blocks": True, "unshared_bn": True})
+    s = common.setup(_args(env, path, limit=3), "iterations", families=("image",))
+    assert s.model.stages[2][2].H[0].conv is s.model.stages[2][1].H[0].conv
+    assert s.info["share_blocks"] and s.info["unshared_bn"]
+    result = iterations.compute(s, extra=2)
+    assert [b["shared_weights"] for b in result["blocks"]] == [False, True, True] * 1 + \
+        [True, True] * 2
+    x, _ = _val_batch(s)
+    with tinyhw.no_grad():
+        h = s.model.stem(x)
+        for block in s.model.blocks():
+            h = block(h)
+        last = s.model.stages[2][2]
+        twice = last(last(h)).numpy().astype(np.float64)
+    norms = np.linalg.norm(twice.reshape(len(twice), -1), axis=1)
+    assert result["blocks"][-1]["iterations"][2]["norm_mean"] == pytest.approx(norms.mean(),
+                                                                               rel=1e-6)
 
 
 # ---- the command line -----------------------------------------------------------------------------
@@ -321,6 +516,7 @@ def test_iterative_refuses_a_plain_net(env):
     ("shuffle", "resnet20", ["--orders", "2", "--max-swaps", "2", "--limit", "3"]),
     ("gates", "highway20", []),
     ("iterative", "resnet20", []),
+    ("iterations", "resnet20", ["--extra", "1", "--limit", "3"]),
 ])
 def test_cli_writes_json_csv_and_png(env, tmp_path, capsys, command, arch, extra):
     extra = [str(env.runs[e] / "best.npz") if e in env.runs else e for e in extra]
@@ -441,6 +637,14 @@ def test_lm_layers_estimation_error_and_lesion(lm_checkpoint, tmp_path):
     path, folder = lm_checkpoint
     ee = _lm("estimation-error", path, folder, tmp_path / "o")
     assert [l["name"] for l in ee["layers"]] == ["highway1", "highway2"]
+    setup = _lm_setup(path, folder, tmp_path, "estimation_error")
+    outputs = [np.concatenate(a) for a in zip(*lm_layers.layer_outputs(
+        setup, setup.corpus.ids["valid"]))]
+    stds, means, a_std = _per_unit(outputs)                 # per feature over words
+    assert ee["a_std"] == pytest.approx(a_std, rel=1e-6)
+    for layer, std, mean in zip(ee["layers"], stds, means):
+        assert layer["std"] == pytest.approx(std, rel=1e-6, abs=1e-9)
+        assert layer["mean"] == pytest.approx(mean, rel=1e-6, abs=1e-9)
     last = ee["layers"][-1]
     assert last["mean"] == last["std"] == last["mean_abs"] == 0.0   # A is the last output
     assert ee["layers"][0]["std"] > 0
@@ -460,25 +664,48 @@ def test_lm_layers_shuffle_keeps_the_trained_order_first(lm_checkpoint, tmp_path
     assert sh["orders"][1]["ppl"] != les["intact_ppl"]
 
 
-def test_lm_layers_iterative_ratio_matches_a_direct_computation(lm_checkpoint, tmp_path):
-    path, folder = lm_checkpoint
-    it = _lm("iterative", path, folder, tmp_path / "o", "--limit", "200")
+def _lm_setup(path, folder, tmp_path, name):
     corpus = Corpus(folder)
     state, meta = serialize.load(path)
-    setup = common.Setup(name="iterative", family="lm",
-                         model=common.build_lm_model(state, meta, path, corpus).eval(),
-                         device="cpu", checkpoint=path, meta=meta, out_dir=tmp_path,
-                         data_root=folder, corpus=corpus)
-    ratios = []
+    return common.Setup(name=name, family="lm",
+                        model=common.build_lm_model(state, meta, path, corpus).eval(),
+                        device="cpu", checkpoint=path, meta=meta, out_dir=tmp_path,
+                        data_root=folder, corpus=corpus)
+
+
+def test_lm_layers_iterative_matches_direct_computations(lm_checkpoint, tmp_path):
+    """200 words make one window of 20 streams (no carried state): both cosines and the ratio
+    of each layer, recomputed from graphs of their own."""
+    path, folder = lm_checkpoint
+    it = _lm("iterative", path, folder, tmp_path / "o", "--limit", "200")
+    assert it["headline"] == "cos_rest_of_net"
+    setup = _lm_setup(path, folder, tmp_path, "iterative")
+    model, layers = setup.model, setup.model.highways
+    (inputs, targets), = list(lm_layers._windows(setup, 200))
+    target = targets.reshape(-1)
+
+    def gradient_at(h, first_layer):      # the loss from layers[first_layer:] on, fed h
+        leaf = tinyhw.Tensor(h, requires_grad=True)
+        out = leaf
+        for layer in layers[first_layer:]:
+            out = layer(out)
+        gradients.backward_from_logits(lm_layers._logits(model, out, inputs.shape[0], None)[0],
+                                       target)
+        return leaf.grad.astype(np.float64)
     with tinyhw.no_grad():
-        for inputs, _ in lm_layers._windows(setup, 200):
-            h = lm_layers._features(setup, inputs).data
-            f = setup.model.highways[0](tinyhw.Tensor(h)).data - h    # residual: relu(H h)
-            ratios.append(np.linalg.norm(f, axis=1) / np.linalg.norm(h, axis=1))
-    first = it["layers"][0]
-    assert first["norm_ratio"]["mean"] == pytest.approx(np.concatenate(ratios).mean(), rel=1e-6)
-    assert first["cosine"]["count"] == np.concatenate(ratios).size
-    assert all(-1 <= l["cosine"]["mean"] <= 1 for l in it["layers"])
+        h = lm_layers._features(setup, inputs).data
+    for k, layer_result in enumerate(it["layers"]):
+        with tinyhw.no_grad():
+            f = layers[k](tinyhw.Tensor(h)).data - h
+        f64, h64 = f.astype(np.float64), h.astype(np.float64)
+        expected = {"cos_through_block": gradients.cosines(f64, gradient_at(h, k)),
+                    "cos_rest_of_net": gradients.cosines(f64, gradient_at(h, k + 1)),
+                    "norm_ratio": np.linalg.norm(f64, axis=1) / np.linalg.norm(h64, axis=1)}
+        for key, values in expected.items():
+            assert layer_result[key]["mean"] == pytest.approx(values.mean(), rel=1e-5, abs=1e-7)
+            assert layer_result[key]["count"] == len(target)
+        with tinyhw.no_grad():
+            h = layers[k](tinyhw.Tensor(h)).data
 
 
 def test_lm_with_one_highway_layer_cannot_be_shuffled(tmp_path):

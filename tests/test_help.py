@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ANALYSES = ("estimation-error", "lesion", "shuffle", "gates", "iterative")
+ANALYSES = ("estimation-error", "lesion", "shuffle", "gates", "iterative", "iterations")
 COMMANDS = {
     "python -m train.lm": ["-m", "train.lm"],
     "python -m train.image": ["-m", "train.image"],

@@ -8,6 +8,7 @@ matplotlib, the optional extra `plot`) <name>.png.
     python -m train.analyze shuffle --checkpoint runs/image_highway20/best.npz --limit 1000
     python -m train.analyze gates --checkpoint runs/lm_small_c_only/best.npz
     python -m train.analyze iterative --checkpoint runs/image_resnet20/last.npz
+    python -m train.analyze iterations --checkpoint runs/image_resnet20_shared/best.npz --extra 4
 
 Analyses:
   estimation-error  mean and std over the val set of a_k - A per block (block output minus its
@@ -18,7 +19,12 @@ Analyses:
                     over several random orders
   gates             transform-gate statistics of a highway net (per block, per class), or the
                     gates of a char-LM's highway layers (per frequency bucket of the word)
-  iterative         cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per block, F(h) = block(h) - shortcut(h)
+  iterative         per block, with F(h) = block(h) - shortcut(h): cos_rest_of_net = cos(F(h),
+                    -dL/du) with the block removed (Jastrzebski et al.'s first-order term; the
+                    headline), cos_through_block = cos(F(h), -dL/dh) through the block, and
+                    ||F(h)|| / ||h||
+  iterations        val error and ||h|| after 0 .. --extra extra applications of every
+                    shape-keeping block at test time, and ||h|| block by block (image nets)
 
 The run folders are those train.image and train.lm create by default (runs/image_<arch>,
 runs/lm_<config>_<variant>). --checkpoint takes either file of a run: best.npz (the
@@ -26,7 +32,8 @@ best-validation model) or last.npz (the latest training state; the only one of a
 --max-steps before its first epoch ended). Every analysis takes a char-LM checkpoint (train.lm)
 too: its highway stack is the one stage it has, and estimation-error, lesion (valid perplexity),
 shuffle (needs 2 layers) and iterative run over its layers (train/analysis/lm_layers.py); gates
-groups its gates by word frequency.
+groups its gates by word frequency; iterations takes image nets only. A checkpoint of a net with
+shared blocks (train.image --share-blocks, --unshared-bn) is rebuilt as it was trained.
 Files go to the checkpoint's folder under analysis/ unless --out is given; that folder is checked
 to be writable before anything is computed. The last line printed says where the files went,
 and whether the figure was skipped because matplotlib is missing.
@@ -35,7 +42,7 @@ import argparse
 import shlex
 import sys
 
-from train.analysis import estimation, gates, iterative, lesion, shuffle
+from train.analysis import estimation, gates, iterations, iterative, lesion, shuffle
 from train.analysis.common import AnalysisError
 
 ANALYSES = {
@@ -43,9 +50,14 @@ ANALYSES = {
     "lesion": (lesion, "val error with one block removed at a time (Veit et al. 2016)"),
     "shuffle": (shuffle, "val error after random swaps of blocks within stages (Veit et al.)"),
     "gates": (gates, "gate statistics of highway nets and of the char-LM's highway layers"),
-    "iterative": (iterative, "cos(F(h), -dL/dh) and ||F(h)||/||h|| per block (Jastrzebski et "
-                             "al. 2017)"),
+    "iterative": (iterative, "cos(F(h), -dL/dh) with and without the block, and ||F(h)||/||h|| "
+                             "per block (Jastrzebski et al. 2017)"),
+    "iterations": (iterations, "val error and ||h|| after extra applications of each block at "
+                               "test time, and ||h|| block by block (Jastrzebski et al. 2017)"),
 }
+
+# Without LM_NOTE: gates speaks of the char-LM itself; iterations takes image nets only.
+NO_LM_NOTE = ("gates", "iterations")
 
 
 # Appended to the --help of the analyses whose module docstring speaks of image nets only.
@@ -94,7 +106,7 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for name, (module, summary) in ANALYSES.items():
-        description = module.__doc__ + (LM_NOTE if name != "gates" else "")
+        description = module.__doc__ + (LM_NOTE if name not in NO_LM_NOTE else "")
         p = sub.add_parser(name, help=summary, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
@@ -110,6 +122,9 @@ def build_parser():
                            help="swaps per order (default: the number of movable blocks)")
             p.add_argument("--seed", type=_count, default=0,
                            help="seed of the random swaps (default 0)")
+        if name == "iterations":
+            p.add_argument("--extra", type=_count, default=4,
+                           help="extra applications of each block: 0 .. K (default 4)")
     return parser
 
 

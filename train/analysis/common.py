@@ -2,7 +2,8 @@
 conv net block by block (with blocks lesioned or reordered), scoring it, and writing the results.
 
 Checkpoints are recognised by their metadata, whatever the file is called:
-    image net  meta has "arch" and "bn"         (train.image's best.npz and last.npz)
+    image net  meta has "arch" and "bn"         (train.image's best.npz and last.npz; with
+               "share_blocks" and "unshared_bn" since shared nets exist, else unshared)
     char-LM    meta has "config" and "variant"  (train.lm's best.npz and last.npz)
 A training checkpoint (last.npz) stores the model's arrays under "model."; a best.npz stores them
 bare. Both are read with `tinyhw.serialize.load` (no pickle).
@@ -54,17 +55,32 @@ def read_checkpoint(path):
         f"train.lm); its metadata keys are {sorted(meta) or 'none'}")
 
 
+def sharing(meta):
+    """{"share_blocks", "unshared_bn"} of an image-net checkpoint (False when not recorded)."""
+    return {key: bool(meta.get(key, False)) for key in ("share_blocks", "unshared_bn")}
+
+
+def net_label(info):
+    """'resnet20', 'resnet20 (no BN, shared blocks, unshared BN)', ... for titles."""
+    notes = [text for flag, text in ((not info.get("bn", True), "no BN"),
+                                     (info.get("share_blocks"), "shared blocks"),
+                                     (info.get("unshared_bn"), "unshared BN")) if flag]
+    return info["arch"] + (f" ({', '.join(notes)})" if notes else "")
+
+
 def build_image_model(state, meta, path):
-    """The image net of a checkpoint, its weights loaded; classes follow from fc.weight."""
+    """The image net of a checkpoint (shared blocks as recorded), its weights loaded; classes
+    follow from fc.weight."""
     if "fc.weight" not in state:
         raise AnalysisError(f"--checkpoint {path}: no 'fc.weight' array, so not an image net of "
                             f"arch {meta['arch']!r}")
-    model = build_image_net(meta["arch"], int(state["fc.weight"].shape[0]), bool(meta["bn"]))
+    model = build_image_net(meta["arch"], int(state["fc.weight"].shape[0]), bool(meta["bn"]),
+                            **sharing(meta))
     try:
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as e:
         raise AnalysisError(f"--checkpoint {path}: its arrays do not fit arch "
-                            f"{meta['arch']!r} (bn={meta['bn']}): {e}") from None
+                            f"{meta['arch']!r} (bn={meta['bn']}, {sharing(meta)}): {e}") from None
     return model
 
 
@@ -183,7 +199,7 @@ def _image_setup(args, state, meta, common):
     model.to(common["device"]).eval()
     info = {"command": getattr(args, "command", None),
             "checkpoint": str(common["checkpoint"]), "arch": meta["arch"], "bn": meta["bn"],
-            "data": str(root), "split": "val", "images": len(subset),
+            **sharing(meta), "data": str(root), "split": "val", "images": len(subset),
             "images_in_split": len(dataset), "device": common["device"]}
     return Setup(model=model, data_root=root, loader=loader, info=info, **common)
 

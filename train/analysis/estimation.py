@@ -4,96 +4,70 @@ If the blocks of a stage refine one representation, every block's output a_k is 
 the stage's final output A = a_n, unbiased in the sense that E[a_k - A] ~ 0 for each unit, and
 ever closer to it with depth: the spread of a_k - A shrinks with k.
 
-For each stage and block k, over every val image and for each unit u = (channel, y, x):
+The one definition, for the conv nets and the char-LM alike (train/analysis/unit_errors.py
+computes it for both). A sample is a val image (conv nets) or a valid word (char-LM: the highway
+stack is its one stage); a unit is one (channel, y, x) of a stage's output, or one feature of a
+highway layer's output. For each stage, block k and unit u, over the samples:
     mean_u = E[a_k,u - A_u],   std_u = sqrt(Var[a_k,u - A_u])
 and the result averages them over units: `mean` = avg_u mean_u, `std` = avg_u std_u. Also
 `mean_abs` = avg_u |mean_u| (a signed average could hide opposite biases) and, to compare stages
 of different scales, `a_std` = avg_u std(A_u) and `rel_std` = std / a_std. The last block of a
 stage has a_n - A = 0 exactly, by construction.
+
+Why per unit: Eq. 7 is a statement about each unit's estimate over the data, so its spread is a
+per-unit variance; pooling every (sample, unit) entry into one std would add the spread of the
+per-unit biases mean_u across units, which is not estimation noise. (Before this definition was
+shared, the char-LM pooled its entries and the conv nets did not; on one LM, issue 12 measured
+0.69 pooled against 0.50 per unit, so LM and CIFAR figures were not comparable.)
 """
 import numpy as np
 
 import tinyhw
-from tinyhw.backend import to_device
 
-from .common import Timer, block_names, report, setup as make_setup
+from .common import Timer, block_names, net_label, report, setup as make_setup
 from . import lm_layers
 from .plots import stage_axes
+from .unit_errors import StageErrors
 
 NAME = "estimation_error"
-
-
-class _Moments:
-    """Per-unit running sums of d and d^2 (float64) over samples."""
-
-    def __init__(self):
-        self.s1 = self.s2 = None
-        self.n = 0
-
-    def add(self, d):
-        s1, s2 = d.sum(axis=0), (d * d).sum(axis=0)
-        self.s1 = s1 if self.s1 is None else self.s1 + s1
-        self.s2 = s2 if self.s2 is None else self.s2 + s2
-        self.n += d.shape[0]
-
-    def stats(self):
-        """(per-unit mean, per-unit std), numpy float64 arrays."""
-        s1 = np.asarray(to_device(self.s1, "cpu"))
-        s2 = np.asarray(to_device(self.s2, "cpu"))
-        mean = s1 / self.n
-        return mean, np.sqrt(np.maximum(s2 / self.n - mean * mean, 0.0))
+DEFINITION = ("mean/std: per-unit mean/std over samples (images; words for the char-LM) of "
+              "a_k - A, averaged over units (channels x positions; features for the char-LM); "
+              "a_std: the same std of A itself")
 
 
 def accumulate(model, batches):
-    """Per stage: a list of _Moments of a_k - A for each block, and the _Moments of A."""
-    errors, finals = None, None
+    """A StageErrors (a_k - A for every block, and A) per stage, over the batches."""
+    stages = [StageErrors(len(stage)) for stage in model.stages]
     with tinyhw.no_grad():
         for x, _ in batches:
             h = model.stem(x)
-            if errors is None:
-                errors = [[_Moments() for _ in stage] for stage in model.stages]
-                finals = [_Moments() for _ in model.stages]
-            for s, stage in enumerate(model.stages):
+            for errors, stage in zip(stages, model.stages):
                 outputs = stage(h, keep=True)
-                final = outputs[-1].data.astype("float64")
-                finals[s].add(final)
-                for k, a in enumerate(outputs):
-                    errors[s][k].add(a.data.astype("float64") - final)
+                errors.add([a.data for a in outputs])
                 h = outputs[-1]
-    return errors, finals
-
-
-def summarise(errors, finals, names):
-    """The per-stage, per-block numbers of the module docstring."""
-    stages = []
-    for s, (blocks, final) in enumerate(zip(errors, finals)):
-        _, a_std_units = final.stats()
-        a_std = float(a_std_units.mean())
-        rows = []
-        for k, moments in enumerate(blocks):
-            mean_u, std_u = moments.stats()
-            std = float(std_u.mean())
-            rows.append({"block": k + 1, "name": names[s][k], "mean": float(mean_u.mean()),
-                         "std": std, "mean_abs": float(np.abs(mean_u).mean()),
-                         "rel_std": std / a_std if a_std > 0 else float("nan")})
-        stds = [r["std"] for r in rows]
-        stages.append({"stage": s + 1, "a_std": a_std, "blocks": rows,
-                       "units": int(a_std_units.size),
-                       "std_non_increasing": bool(all(b <= a for a, b in zip(stds, stds[1:]))),
-                       "max_mean_abs_over_a_std": max(r["mean_abs"] for r in rows) / a_std
-                       if a_std > 0 else float("nan")})
     return stages
+
+
+def summarise(stages, names):
+    """The per-stage, per-block numbers of the module docstring."""
+    out = []
+    for s, errors in enumerate(stages):
+        a_std, units, rows = errors.summary(names[s])
+        stds = [r["std"] for r in rows]
+        out.append({"stage": s + 1, "a_std": a_std, "blocks": rows, "units": units,
+                    "std_non_increasing": bool(all(b <= a for a, b in zip(stds, stds[1:]))),
+                    "max_mean_abs_over_a_std": max(r["mean_abs"] for r in rows) / a_std
+                    if a_std > 0 else float("nan")})
+    return out
 
 
 def compute(setup):
     """The estimation-error result of `setup`'s net over its val batches."""
     timer = Timer()
-    errors, finals = accumulate(setup.model, setup.batches())
-    stages = summarise(errors, finals, block_names(setup.model))
-    return {"analysis": NAME, **setup.info, "samples": finals[0].n, "stages": stages,
-            "definition": "mean/std: per-unit mean/std over samples of a_k - A, averaged over "
-                          "units (channels x positions); a_std: the same std of A itself",
-            "seconds": timer()}
+    errors = accumulate(setup.model, setup.batches())
+    stages = summarise(errors, block_names(setup.model))
+    return {"analysis": NAME, **setup.info, "samples": errors[0].samples, "stages": stages,
+            "definition": DEFINITION, "seconds": timer()}
 
 
 def rows(result):
@@ -131,7 +105,7 @@ def plot(result, plt):
         ax.set_xticks(k)
     axes[0].set_ylabel("a_k - A (avg over units)")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"estimation error: {result.get('arch', '')}", fontsize=10)
+    fig.suptitle(f"estimation error: {net_label(result)}", fontsize=10)
     return fig
 
 

@@ -1,145 +1,150 @@
 """Iterative inference (Jastrzebski et al. 2017, "Residual connections encourage iterative
-inference"): does each block move its input along the negative gradient of the loss?
+inference"): does each block move its representation along the negative gradient of the loss?
 
 For every block with a shortcut, write its output as y = shortcut(h) + F(h), i.e.
     F(h) = block(h) - shortcut(h)
-(residual: relu(H + h) - h; highway: T (H - h)). To first order, L(h + F) ~ L(h) + <dL/dh, F>,
-so a block that does gradient-descent-like refinement has cos(F(h), -dL/dh) > 0, and a block
-that refines rather than recomputes has a small ||F(h)|| / ||h||.
+(residual: relu(H + h) - h; highway: T (H - h)). Let L_rest(u) be the loss of the rest of the
+net (the blocks after this one and the head) fed u in place of this block's output. Then
+    L = L_rest(shortcut(h) + F(h)) ~ L_rest(shortcut(h)) + F(h) . dL_rest/du |_{u = shortcut(h)},
+Jastrzebski et al.'s first-order expansion: the block lowers the loss, to first order, when F(h)
+has a positive cosine with -dL_rest/du taken at shortcut(h) (= h for shape-keeping blocks), the
+gradient of the net with this block removed (lesioned). Two cosines are reported per image:
 
-dL/dh is the true gradient at the block's input: one graph is built from the stem's output
-through every block to the summed cross-entropy, each block input keeps its gradient
-(`retain_grad`), and one backward pass fills them all. In eval mode (BN on running statistics)
-the images of a batch do not interact, so each image's slice of dL/dh is the gradient of its own
-loss. Both quantities are per image, flattened over channels and positions, then averaged over
-images. The first block of a later stage changes the shape, so F(h) and dL/dh live in different
-spaces there: its cosine is left out (null), its norm ratio kept.
+  cos_rest_of_net    cos(F(h), -dL_rest/du at u = shortcut(h)): the expansion's term, the
+                     headline. Defined for every block with a shortcut, shape-changing ones too
+                     (F and dL_rest/du both live in the block's output space).
+  cos_through_block  cos(F(h), -dL/dh) with dL/dh the gradient at the block's input through the
+                     block itself (the full net's gradient at h). It includes the block's own
+                     Jacobian, so it is not the expansion's term; kept because earlier versions
+                     reported it (as "cosine"). Null for shape-changing blocks (F and dL/dh live in
+                     different spaces there).
+
+and ||F(h)|| / ||h|| (a block that refines rather than recomputes has a small ratio).
+
+L is the cross-entropy summed over the batch. Its gradient with respect to the logits is computed
+without the cancellation of softmax - one-hot in float32 (see train/analysis/gradients.py: for a
+confidently classified image the target entry would round to exactly 0 and the gradient's
+direction would be wrong); `saturated_images` counts the images where that would have happened.
+dL/dh comes from one backward pass through the whole net (each block input keeps its gradient);
+dL_rest/du from one backward pass per block from a leaf u through the blocks after it. In eval
+mode (BN on running statistics) the images of a batch do not interact, so each image's slice of a
+gradient is the gradient of its own loss. Cosines and ratios are per image, flattened over
+channels and positions, then summarised over images (mean, std, 5th/95th percentiles).
 """
 import numpy as np
 
 import tinyhw
-import tinyhw.functional as F
-from tinyhw.backend import to_device
 
-from .common import (AnalysisError, Timer, block_names, has_shortcut, report,
+from .common import (AnalysisError, Timer, block_names, has_shortcut, net_label, report,
                      setup as make_setup)
+from .gradients import (DEFINITIONS, HEADLINE, backward_from_logits, cpu64, frozen, per_sample,
+                        saturated, summary)
 from . import lm_layers
 from .plots import stage_axes
 
 NAME = "iterative"
 
 
-def _cpu(array):
-    return np.asarray(to_device(array, "cpu"), dtype=np.float64)
+def rest_gradient(model, later_blocks, u, y):
+    """dL_rest/du: the gradient at u (an array) of the summed loss of `later_blocks` and the
+    head fed u."""
+    with tinyhw.enable_grad():
+        leaf = tinyhw.Tensor(u, requires_grad=True)
+        h = leaf
+        for block in later_blocks:
+            h = block(h)
+        backward_from_logits(model.head(h), y)
+    return leaf.grad
 
 
-def block_activations(model, x, y):
-    """Per block (stage by stage): (h, F(h), dL/dh) as float64 numpy arrays, for one batch.
-
-    L is the cross-entropy summed over the batch; the parameters are frozen for the pass (their
-    gradients are not needed) and restored after."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad = False
+def block_gradients(model, x, y):
+    """For one batch: (per block (h, F(h), dL/dh through the block, dL_rest/du at shortcut(h)),
+    all float64 numpy arrays; the number of saturated images)."""
+    blocks = model.blocks()
+    with frozen(model):
         with tinyhw.enable_grad():
             h = tinyhw.Tensor(model.stem(x).data, requires_grad=True)   # a leaf: the graph starts
             inputs, outputs = [], []
-            for block in model.blocks():
+            for block in blocks:
                 h.retain_grad()
                 inputs.append(h)
                 h = block(h)
                 outputs.append(h)
-            target = tinyhw.Tensor(to_device(y, x.device))
-            F.cross_entropy(model.head(h), target, "sum").backward()
-        with tinyhw.no_grad():
-            out = []
-            for block, h_in, h_out in zip(model.blocks(), inputs, outputs):
-                residual = h_out.data - block.shortcut(tinyhw.Tensor(h_in.data)).data
-                out.append((_cpu(h_in.data), _cpu(residual), _cpu(h_in.grad)))
-        return out
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad = flag
-
-
-def per_sample(h, residual, grad):
-    """(cosine of F with -dL/dh, or None where the shapes differ; ||F|| / ||h||), per image."""
-    n = h.shape[0]
-    f = residual.reshape(n, -1)
-    norm_f = np.linalg.norm(f, axis=1)
-    norm_h = np.linalg.norm(h.reshape(n, -1), axis=1)
-    ratio = np.where(norm_h > 0, norm_f / np.where(norm_h > 0, norm_h, 1), np.nan)
-    if residual.shape != grad.shape:
-        return None, ratio
-    g = -grad.reshape(n, -1)
-    denominator = norm_f * np.linalg.norm(g, axis=1)
-    cosine = np.where(denominator > 0, (f * g).sum(axis=1) / np.where(denominator > 0,
-                                                                      denominator, 1), np.nan)
-    return cosine, ratio
-
-
-def _summary(values):
-    if values is None:
-        return None
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return {"mean": None, "std": None, "undefined": int(values.size)}
-    return {"mean": float(finite.mean()), "std": float(finite.std()),
-            "p5": float(np.percentile(finite, 5)), "p95": float(np.percentile(finite, 95)),
-            "undefined": int(values.size - finite.size)}
+            logits = model.head(h)
+            backward_from_logits(logits, y)
+        out = []
+        for k, (block, h_in, h_out) in enumerate(zip(blocks, inputs, outputs)):
+            with tinyhw.no_grad():
+                s = block.shortcut(tinyhw.Tensor(h_in.data)).data
+            g_rest = rest_gradient(model, blocks[k + 1:], s, y)
+            out.append((cpu64(h_in.data), cpu64(h_out.data - s), cpu64(h_in.grad),
+                        cpu64(g_rest)))
+    return out, int(saturated(logits.data, y).sum())
 
 
 def compute(setup):
     """The iterative-inference result of `setup`'s net over its val batches."""
     timer, net = Timer(), setup.model
-    plain = [b for b in net.blocks() if not has_shortcut(b)]
-    if plain:
+    if any(not has_shortcut(b) for b in net.blocks()):
         raise AnalysisError(f"iterative needs blocks with a shortcut (F(h) = block(h) - "
                             f"shortcut(h)); --checkpoint {setup.checkpoint} holds "
                             f"{setup.info['arch']}, whose blocks are plain")
     net.eval()
     blocks = net.blocks()
-    cosines, ratios = [[] for _ in blocks], [[] for _ in blocks]
+    values = [{key: [] for key in ("cos_rest_of_net", "cos_through_block", "norm_ratio")}
+              for _ in blocks]
+    saturated_images = 0
     for x, y in setup.batches():
-        for i, (h, residual, grad) in enumerate(block_activations(net, x, y)):
-            cosine, ratio = per_sample(h, residual, grad)
-            cosines[i].append(cosine)
-            ratios[i].append(ratio)
+        arrays, count = block_gradients(net, x, y)
+        saturated_images += count
+        for i, a in enumerate(arrays):
+            for key, v in per_sample(*a).items():
+                values[i][key].append(v)
     names = [(s, k, name) for s, stage in enumerate(block_names(net)) for k, name in
              enumerate(stage)]
     result_blocks = []
-    for (s, k, name), block, cos, rat in zip(names, blocks, cosines, ratios):
-        cos = None if cos[0] is None else np.concatenate(cos)
+    for (s, k, name), block, v in zip(names, blocks, values):
+        through = None if v["cos_through_block"][0] is None else summary(
+            np.concatenate(v["cos_through_block"]))
         result_blocks.append({"stage": s + 1, "block": k + 1, "name": name, "kind": block.kind,
-                              "shape_changing": cos is None, "cosine": _summary(cos),
-                              "norm_ratio": _summary(np.concatenate(rat))})
-    return {"analysis": NAME, **setup.info, "blocks": result_blocks,
-            "definition": "per image: cos(F(h), -dL/dh) and ||F(h)|| / ||h|| with F(h) = "
-                          "block(h) - shortcut(h), L the cross-entropy; averaged over images",
-            "seconds": timer()}
+                              "shape_changing": block.changes_shape,
+                              "cos_rest_of_net": summary(np.concatenate(v["cos_rest_of_net"])),
+                              "cos_through_block": through,
+                              "norm_ratio": summary(np.concatenate(v["norm_ratio"]))})
+    return {"analysis": NAME, **setup.info, "headline": HEADLINE, "definitions": DEFINITIONS,
+            "saturated_images": saturated_images, "blocks": result_blocks, "seconds": timer()}
 
 
 def rows(result):
     out = []
     for b in result["blocks"]:
-        cos, rat = b["cosine"] or {}, b["norm_ratio"]
-        out.append({"stage": b["stage"], "block": b["block"], "name": b["name"],
-                    "shape_changing": b["shape_changing"], "cosine_mean": cos.get("mean"),
-                    "cosine_std": cos.get("std"), "norm_ratio_mean": rat["mean"],
-                    "norm_ratio_std": rat["std"]})
+        row = {"stage": b["stage"], "block": b["block"], "name": b["name"],
+               "shape_changing": b["shape_changing"]}
+        for key in ("cos_rest_of_net", "cos_through_block", "norm_ratio"):
+            stats = b[key] or {}
+            row.update({f"{key}_mean": stats.get("mean"), f"{key}_std": stats.get("std")})
+        out.append(row)
     return out
 
 
+def _cell(stats):
+    if not stats or stats["mean"] is None:
+        return f"{'-':>15}"
+    return f"{stats['mean']:8.4f} ±{stats['std']:5.3f}"
+
+
 def table(result):
-    lines = [f"iterative inference over {result['images']} val images ({result['seconds']:.1f} s)",
-             f"{'block':>6} {'cos(F,-dL/dh)':>14} {'±':>6} {'|F|/|h|':>8} {'±':>6}"]
+    lines = [f"iterative inference over {result['images']} val images ({result['seconds']:.1f} s); "
+             f"{result['saturated_images']} images would have had a zero target gradient in "
+             "float32 (computed without cancellation here)",
+             f"{'block':>6} {'cos_rest_of_net':>15} {'cos_through_block':>17} {'|F|/|h|':>15}"]
     for b in result["blocks"]:
-        cos, rat = b["cosine"], b["norm_ratio"]
-        cos_text = (f"{cos['mean']:14.4f} {cos['std']:6.3f}" if cos and cos["mean"] is not None
-                    else f"{'(shape changes)':>21}")
-        lines.append(f"{b['name']:>6} {cos_text} {rat['mean']:8.3f} {rat['std']:6.3f}")
+        lines.append(f"{b['name'] + ('*' if b['shape_changing'] else ''):>6} "
+                     f"{_cell(b['cos_rest_of_net'])} {_cell(b['cos_through_block']):>17} "
+                     f"{_cell(b['norm_ratio'])}")
+    lines.append("  cos_rest_of_net: cos(F(h), -dL/du) with the block removed (Jastrzebski et "
+                 "al.'s first-order term; the headline); cos_through_block: through the block; "
+                 "* changes the shape")
     return lines
 
 
@@ -147,19 +152,21 @@ def plot(result, plt):
     fig, (ax1, ax2) = stage_axes(plt, 2, width=5.0, height=3.4)
     blocks = result["blocks"]
     x = np.arange(1, len(blocks) + 1)
-    kept = [(i, b) for i, b in zip(x, blocks) if b["cosine"] and b["cosine"]["mean"] is not None]
     ax1.axhline(0.0, color="0.6", lw=0.8)
-    ax1.errorbar([i for i, _ in kept], [b["cosine"]["mean"] for _, b in kept],
-                 yerr=[b["cosine"]["std"] for _, b in kept], fmt="o-", capsize=2)
+    for key, style, label in (("cos_rest_of_net", "o-", "rest of net (headline)"),
+                              ("cos_through_block", "s--", "through the block")):
+        kept = [(i, b[key]) for i, b in zip(x, blocks) if b[key] and b[key]["mean"] is not None]
+        ax1.errorbar([i for i, _ in kept], [s["mean"] for _, s in kept],
+                     yerr=[s["std"] for _, s in kept], fmt=style, capsize=2, label=label)
     ax1.set_ylabel("cos(F(h), -dL/dh)")
+    ax1.legend(fontsize=7)
     ax2.errorbar(x, [b["norm_ratio"]["mean"] for b in blocks],
                  yerr=[b["norm_ratio"]["std"] for b in blocks], fmt="o-", capsize=2)
     ax2.set_ylabel("||F(h)|| / ||h||")
     for ax in (ax1, ax2):
         ax.set_xticks(x, [b["name"] for b in blocks], rotation=60, fontsize=7)
         ax.set_xlabel("block")
-    fig.suptitle(f"iterative inference: {result['arch']}{'' if result['bn'] else ' (no BN)'}",
-                 fontsize=10)
+    fig.suptitle(f"iterative inference: {net_label(result)}", fontsize=10)
     return fig
 
 

@@ -3,27 +3,31 @@
 Kim et al.'s model runs every word's character-CNN features through 1 (small) or 2 (large)
 highway layers before the LSTM. Those layers keep the shape, so the questions asked of a conv
 stage apply to them unchanged:
-  estimation-error  a_k - A per layer (A: the stack's output), over the words of the valid split
+  estimation-error  a_k - A per layer (A: the stack's output), over the words of the valid split,
+                    as estimation.py defines it for conv nets (per feature, then averaged)
   lesion            valid perplexity with one layer replaced by the identity (its carry path)
   shuffle           valid perplexity with the layers in every other order (2 layers: swapped)
-  iterative         cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per layer and word, F(h) = layer(h) - h,
-                    dL/dh the gradient of the summed NLL through the LSTM and decoder
+  iterative         per layer and word, with F(h) = layer(h) - h: cos_rest_of_net (the gradient
+                    of the net without the layer, Jastrzebski et al.'s term, the headline),
+                    cos_through_block and ||F(h)|| / ||h||, the loss the summed NLL through the
+                    LSTM and decoder (train/analysis/iterative.py defines them)
 Perplexities run over the valid stream as train.lm scores it (20 streams, windows of 35,
 state carried), restricted to its first --limit words.
 """
 import itertools
-import math
 
 import numpy as np
 
 import tinyhw
-import tinyhw.functional as F
 from data.ptb import stream_batches
 from nets import lesioned as lesioning
 from tinyhw.backend import to_device
 from train.lm_eval import evaluate
 
 from .common import AnalysisError, Timer, report
+from .gradients import (DEFINITIONS, HEADLINE, backward_from_logits, cpu64, frozen, per_sample,
+                        saturated, summary)
+from .unit_errors import StageErrors
 
 BATCH, SEQ_LEN = 20, 35
 
@@ -70,12 +74,8 @@ def _require_layers(setup, name, at_least):
     return n
 
 
-def estimation_error(setup, limit):
-    """Per layer k: mean, std and mean |.| of a_k - A over words and units, std(A)."""
-    n = _require_layers(setup, "estimation-error", 1)
-    ids = setup.corpus.ids["valid"][:limit]
-    sums = np.zeros((n, 3))                     # sum d, sum d^2, sum |d|
-    a_sum, a_sq, units = 0.0, 0.0, 0
+def layer_outputs(setup, ids):
+    """For batches of 1000 words of `ids`: the list of every highway layer's output (words, D)."""
     with tinyhw.no_grad():
         for start in range(0, len(ids), 1000):
             words = ids[start:start + 1000]
@@ -83,20 +83,21 @@ def estimation_error(setup, limit):
             outputs = []
             for layer in setup.model.highways:
                 y = layer(y)
-                outputs.append(np.asarray(to_device(y.data, "cpu"), np.float64))
-            final = outputs[-1]
-            for k, a in enumerate(outputs):
-                d = a - final
-                sums[k] += (d.sum(), (d * d).sum(), np.abs(d).sum())
-            a_sum, a_sq, units = a_sum + final.sum(), a_sq + (final * final).sum(), units + final.size
-    a_std = math.sqrt(max(a_sq / units - (a_sum / units) ** 2, 0.0))
-    layers = []
-    for k in range(n):
-        mean = sums[k, 0] / units
-        std = math.sqrt(max(sums[k, 1] / units - mean * mean, 0.0))
-        layers.append({"layer": k + 1, "name": f"highway{k + 1}", "mean": mean, "std": std,
-                       "mean_abs": sums[k, 2] / units, "rel_std": std / a_std if a_std else None})
-    result = {"words": len(ids), "a_std": a_std, "layers": layers}
+                outputs.append(y.data)
+            yield outputs
+
+
+def estimation_error(setup, limit):
+    """Per layer k: mean, std, mean |.| and rel_std of a_k - A with estimation.py's one
+    definition (per feature over words, averaged over features), and std(A)."""
+    n = _require_layers(setup, "estimation-error", 1)
+    ids = setup.corpus.ids["valid"][:limit]
+    errors = StageErrors(n)
+    for outputs in layer_outputs(setup, ids):
+        errors.add(outputs)
+    a_std, units, layers = errors.summary([f"highway{k + 1}" for k in range(n)])
+    layers = [{"layer": row.pop("block"), **row} for row in layers]
+    result = {"words": len(ids), "a_std": a_std, "units": units, "layers": layers}
     if n == 1:    # the zeros below would otherwise read like a finding
         result["note"] = ("one highway layer: its output is the stack's output A, so a_1 - A = 0 "
                           "by definition; the estimation error says nothing about this model")
@@ -118,42 +119,52 @@ def shuffle(setup, limit):
                        for order in orders]}
 
 
+def _rest_gradient(model, k, u, steps, state, target):
+    """dL_rest/du at u: the gradient of the summed NLL of the layers after layer k, the LSTM
+    (from the window's carried `state`) and the decoder, fed u in place of layer k's output."""
+    with tinyhw.enable_grad():
+        leaf = tinyhw.Tensor(u, requires_grad=True)
+        h = leaf
+        for layer in model.highways[k + 1:]:
+            h = layer(h)
+        backward_from_logits(_logits(model, h, steps, state)[0], target)
+    return leaf.grad
+
+
 def iterative(setup, limit):
-    """Per layer: cos(F(h), -dL/dh) and ||F(h)|| / ||h|| per word, summarised."""
+    """Per layer, over the words: cos_rest_of_net, cos_through_block and ||F(h)|| / ||h|| with
+    F(h) = layer(h) - h (train/analysis/iterative.py; a lesioned layer is the identity, so
+    shortcut(h) = h), the loss the summed NLL of the window, the state carried as train.lm does."""
     model = setup.model
     n = _require_layers(setup, "iterative", 1)
-    cos, ratio = [[] for _ in range(n)], [[] for _ in range(n)]
-    state = None
-    for inputs, targets in _windows(setup, limit):
-        h = _features(setup, inputs).detach()
-        inputs_k, residuals = [], []
-        for layer in model.highways:
-            h.requires_grad = True
-            h.retain_grad()
-            y = layer(h)
-            inputs_k.append(h)
-            residuals.append(y.data - h.data)
-            h = y
-        logits, state = _logits(model, h, inputs.shape[0], state)
-        state = tuple(s.detach() for s in state)
-        target = tinyhw.Tensor(to_device(targets.reshape(-1), setup.device))
-        F.cross_entropy(logits, target, "sum").backward()
-        for k, (x, f) in enumerate(zip(inputs_k, residuals)):
-            g = -np.asarray(to_device(x.grad, "cpu"), np.float64)
-            f, hx = np.asarray(to_device(f, "cpu"), np.float64), np.asarray(
-                to_device(x.data, "cpu"), np.float64)
-            fn, gn, hn = (np.linalg.norm(a, axis=1) for a in (f, g, hx))
-            ok = (fn > 0) & (gn > 0)
-            cos[k].append((f * g).sum(axis=1)[ok] / (fn * gn)[ok])
-            ratio[k].append(fn[hn > 0] / hn[hn > 0])
-    model.zero_grad()
-    return {"layers": [{"layer": k + 1, "name": f"highway{k + 1}",
-                        "cosine": _summary(np.concatenate(cos[k])),
-                        "norm_ratio": _summary(np.concatenate(ratio[k]))} for k in range(n)]}
-
-
-def _summary(values):
-    return {"mean": float(values.mean()), "std": float(values.std()), "count": int(values.size)}
+    values = [{key: [] for key in DEFINITIONS if key != "F"} for _ in range(n)]
+    state, saturated_words = None, 0
+    with frozen(model):
+        for inputs, targets in _windows(setup, limit):
+            steps, target = inputs.shape[0], targets.reshape(-1)
+            with tinyhw.no_grad():
+                features = _features(setup, inputs).data
+            with tinyhw.enable_grad():
+                h = tinyhw.Tensor(features, requires_grad=True)
+                layer_inputs, layer_outputs = [], []
+                for layer in model.highways:
+                    h.retain_grad()
+                    layer_inputs.append(h)
+                    h = layer(h)
+                    layer_outputs.append(h)
+                logits, next_state = _logits(model, h, steps, state)
+                backward_from_logits(logits, target)
+            saturated_words += int(saturated(logits.data, to_device(target, setup.device)).sum())
+            for k, (x, y) in enumerate(zip(layer_inputs, layer_outputs)):
+                g_rest = _rest_gradient(model, k, x.data, steps, state, target)
+                arrays = (cpu64(x.data), cpu64(y.data - x.data), cpu64(x.grad), cpu64(g_rest))
+                for key, v in per_sample(*arrays).items():
+                    values[k][key].append(v)
+            state = tuple(s.detach() for s in next_state)
+    return {"headline": HEADLINE, "definitions": DEFINITIONS, "saturated_words": saturated_words,
+            "layers": [{"layer": k + 1, "name": f"highway{k + 1}",
+                        **{key: summary(np.concatenate(v)) for key, v in values[k].items()}}
+                       for k in range(n)]}
 
 
 ANALYSES = {"estimation_error": estimation_error, "lesion": lesion, "shuffle": shuffle,
@@ -194,9 +205,11 @@ def table(result):
         lines.append(f"  note: {result['note']}")
     if "intact_ppl" in result:
         lines.append(f"  intact perplexity {result['intact_ppl']:.2f}")
-    for row in rows(result):
+    for row in rows(result):   # the percentiles and counts are in the CSV and JSON
+        shown = {k: v for k, v in row.items() if not k.endswith(("_p5", "_p95", "_count",
+                                                                  "_undefined"))}
         lines.append("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in row.items()))
+                                      for k, v in shown.items()))
     return lines
 
 
@@ -205,7 +218,7 @@ def plot(result, plt):
     data = rows(result)
     labels = [str(r.get("layer", r.get("order"))) for r in data]
     key = {"estimation_error": "std", "lesion": "ppl", "shuffle": "ppl",
-           "iterative": "cosine_mean"}[result["analysis"]]
+           "iterative": "cos_rest_of_net_mean"}[result["analysis"]]
     ax.bar(labels, [r[key] for r in data])
     if "intact_ppl" in result:
         ax.axhline(result["intact_ppl"], color="k", ls="--", label="intact")
