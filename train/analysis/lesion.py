@@ -12,7 +12,8 @@ Reported: the intact net's val error (its own forward), the error with nothing l
 the block-by-block runner (equal by construction), and the error with each block lesioned; with
 --baseline, the same for a second net (e.g. plain20 beside resnet20).
 """
-from .common import (AnalysisError, Timer, block_names, report, score, setup as make_setup, shape_keeping)
+from .common import (AnalysisError, Timer, block_names, net_label, report, score,
+                     setup as make_setup, shape_keeping)
 from . import lm_layers
 from .plots import stage_axes
 
@@ -24,6 +25,7 @@ def sweep(setup):
     timer = Timer()
     net, names = setup.model, block_names(setup.model)
     result = {"arch": setup.info["arch"], "bn": setup.info["bn"],
+              "share_blocks": setup.info["share_blocks"], "unshared_bn": setup.info["unshared_bn"],
               "checkpoint": setup.info["checkpoint"], "intact": score(setup),
               "none_lesioned": score(setup, lesioned=()),
               "chance": 1.0 - 1.0 / net.fc.weight.shape[0], "blocks": []}
@@ -66,18 +68,22 @@ def rows(result):
 
 
 def _describe(net):
-    bn = "" if net["bn"] else " (no BN)"
-    return (f"{net['arch']}{bn}: intact top-1 error {100 * net['intact']['top1_err']:.2f}% "
+    return (f"{net_label(net)}: intact top-1 error {100 * net['intact']['top1_err']:.2f}% "
             f"(nothing lesioned: {100 * net['none_lesioned']['top1_err']:.2f}%), chance "
             f"{100 * net['chance']:.0f}%, {net['seconds']:.0f} s")
+
+
+def _short(net):
+    """'resnet20', 'resnet20-nobn', 'resnet20-shared', 'resnet20-shared-ubn' for columns."""
+    return (net["arch"] + "-nobn" * (not net["bn"]) + "-shared" * bool(net.get("share_blocks"))
+            + "-ubn" * bool(net.get("unshared_bn")))
 
 
 def table(result):
     nets = [result["net"]] + ([result["baseline"]] if result["baseline"] else [])
     lines = [f"lesioning one block at a time, top-1 val error over {result['images']} images"]
     lines += [_describe(n) for n in nets]
-    lines.append(f"{'removed':>8}" + "".join(f" {n['arch'] + ('' if n['bn'] else '-nobn'):>16}"
-                                              for n in nets))
+    lines.append(f"{'removed':>8}" + "".join(f" {_short(n):>16}" for n in nets))
     by_name = [{b["name"]: b for b in n["blocks"]} for n in nets]
     for b in nets[0]["blocks"]:
         cells = [m.get(b["name"]) for m in by_name]
@@ -92,7 +98,7 @@ def plot(result, plt):
     for net, colour in ((result["net"], "C0"), (result["baseline"], "C3")):
         if net is None:
             continue
-        label = net["arch"] + ("" if net["bn"] else " (no BN)")
+        label = net_label(net)
         x = list(range(1, len(net["blocks"]) + 1))
         ax.plot(x, [100 * b["top1_err"] for b in net["blocks"]], "o-", color=colour,
                 label=f"{label}: one block removed")

@@ -17,8 +17,8 @@ import itertools
 
 import numpy as np
 
-from .common import (AnalysisError, Timer, block_names, report, score, setup as make_setup,
-                     shape_keeping)
+from .common import (AnalysisError, Timer, block_names, net_label, report, score,
+                     setup as make_setup, shape_keeping)
 from . import lm_layers
 from .plots import stage_axes
 
@@ -151,8 +151,7 @@ def plot(result, plt):
         a.set_ylabel("val top-1 error (%)")
         a.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"reshuffling: {result['arch']}{'' if result['bn'] else ' (no BN)'}",
-                 fontsize=10)
+    fig.suptitle(f"reshuffling: {net_label(result)}", fontsize=10)
     return fig
 
 
