@@ -237,3 +237,26 @@ def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_f
     assert rows["coupled"][5:] == ["79.13", "2", "92.3 (one highway layer)"]
     assert rows["plain"][5:] == ["92.60", "6", "111.2 (one MLP layer)"]
     assert report.table_1a(runs, "large") is None
+
+
+def test_shared_no_bn_and_subset_image_runs_are_labelled_apart(no_plots, tmp_path):
+    """--share-blocks, --unshared-bn, --no-bn and --limit runs of one arch: a row each, told
+    apart in the arch and BN cells and in the curves' labels; only the plain run gets He et
+    al.'s reference number."""
+    commands = {"plain": "", "nobn": " --no-bn", "shared": " --share-blocks",
+                "ubn": " --share-blocks --unshared-bn", "subset": " --limit 10000"}
+    runs = [_write_run(tmp_path / name,
+                       [f"python -m train.image --arch resnet20 --epochs 1{flags}"],
+                       [_image_epoch(1, 0.5, 0.1)]) for name, flags in commands.items()]
+    text = report.main([str(r) for r in runs] + ["--out", str(tmp_path / "report")])
+    rows = _rows(text)
+    cells = {name: (rows[name][1], rows[name][2], rows[name][-1]) for name in commands}
+    assert cells == {
+        "plain": ("resnet20", "yes", "top-1 8.75 (He et al. ResNet-20)"),
+        "nobn": ("resnet20", "no", report.DASH),
+        "shared": ("resnet20, shared blocks", "yes", report.DASH),
+        "ubn": ("resnet20, shared blocks, unshared BN", "yes", report.DASH),
+        "subset": ("resnet20, --limit 10,000", "yes", report.DASH)}
+    labels = [report.run_label(report.load_run(r)) for r in runs]
+    assert labels == ["resnet20, BN", "resnet20, no BN", "resnet20, BN, shared blocks",
+                      "resnet20, BN, shared blocks, unshared BN", "resnet20, BN, --limit 10,000"]

@@ -259,8 +259,21 @@ def kim_small_row(variant):
         variant, "one highway layer")
 
 
+def image_variants(args):
+    """What sets an image run apart from the plain --arch run, besides BN (its own column):
+    shared blocks, unshared BN, a --limit subset. Older commands lack the sharing flags."""
+    parts = []
+    if getattr(args, "share_blocks", False):
+        parts.append("shared blocks")
+    if getattr(args, "unshared_bn", False):
+        parts.append("unshared BN")
+    if getattr(args, "limit", None):
+        parts.append(f"--limit {args.limit:,}")
+    return parts
+
+
 def image_reference(args):
-    if args is None:
+    if args is None or image_variants(args):   # not the published nets or data
         return DASH
     if args.arch in TABLE_1B:
         name, by_bn = TABLE_1B[args.arch]
@@ -288,7 +301,8 @@ def lm_row(run, out):
 def image_row(run, out):
     a = run.args
     now = run.final if run.finished else (run.epochs[-1] if run.epochs else {})
-    return [run_link(run, out), a.arch if a else "?", ("yes" if a.bn else "no") if a else "?",
+    net = ", ".join([a.arch] + image_variants(a)) if a else "?"
+    return [run_link(run, out), net, ("yes" if a.bn else "no") if a else "?",
             epochs_cell(run), number(now.get("val_top1_err"), scale=100),
             number(now.get("val_top5_err"), scale=100),
             number(best(run, "val_top1_err", "best_val_top1_err"), scale=100),
@@ -404,7 +418,7 @@ def run_label(run):
         return shown_path(run.path)
     if run.kind == "lm":
         return f"{a.config} {a.variant}"
-    return f"{a.arch}, {'BN' if a.bn else 'no BN'}"
+    return ", ".join([a.arch, "BN" if a.bn else "no BN"] + image_variants(a))
 
 
 def unique_labels(runs):
