@@ -1,6 +1,7 @@
 """Models built from tinyhw.nn: highway layers, the character-aware LM, ResNet/Highway conv nets.
 
-Image-net factories, each taking `num_classes` and `bn=True`:
+Image-net factories, each taking `num_classes`, `bn=True` and, for Jastrzebski et al.'s shared
+blocks (nets.convnet), `share_blocks=False` and `unshared_bn=False`:
     resnet20 resnet32 resnet56 resnet110      He et al.'s CIFAR ResNets
     highway20 highway32 highway56 highway110  their Highway counterparts (parameters within 2%)
     plain20 plain32 plain56 plain110          the same depth without skips (lesioning baseline)
