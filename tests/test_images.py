@@ -54,7 +54,7 @@ def _loader_threads():
     return [t for t in threading.enumerate() if t.name.startswith("tinyhw-loader")]
 
 
-def _wait_threads_gone(timeout=2.0):
+def _wait_threads_gone(timeout=10.0):
     end = time.monotonic() + timeout
     while _loader_threads() and time.monotonic() < end:
         time.sleep(0.01)
@@ -582,7 +582,12 @@ def test_prefetch_is_bounded():
     dataset = _Recorder(400)
     it = BatchLoader(dataset, 4, workers=2, prefetch=3).epoch(0)
     next(it)
-    time.sleep(0.1)                                # let the workers run as far as they may
+    # Let the workers run as far as they may (on a busy machine that can take a while),
+    # then a little longer, to see that they stop there.
+    deadline = time.monotonic() + 10
+    while dataset.calls < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
     assert dataset.calls == 1 + 3                  # the batch handed over and 3 ahead
     it.close()
     assert _wait_threads_gone() == []
