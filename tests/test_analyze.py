@@ -22,7 +22,7 @@ from data.ptb import Corpus
 from tinyhw import serialize
 from train import analyze, image
 from train.analysis import (common, estimation, gates, gradients, iterations, iterative, lesion,
-                            lm_layers, shuffle, unit_errors)
+                            lm_layers, shuffle)
 from train.analysis.common import AnalysisError
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None

@@ -1,6 +1,5 @@
 """train.lm's data and model against odd inputs: long words, byte-order marks, tiny splits,
 missing files, steps too large for memory; and the Plain row's single layer."""
-import os
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """SGD, gradient clipping and learning-rate schedules: hand-computed cases, torch
 where installed, and state_dict round trips that must resume bit-for-bit."""
 import json
-import math
 
 import numpy as np
 import pytest

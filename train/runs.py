@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from tqdm import tqdm
 
 import tinyhw
@@ -158,21 +159,26 @@ def record_command(args):
         f.write(command_line(args, args.argv) + "\n")
 
 
-def _json_safe(value):
-    """JSON has no NaN or Infinity: write them as null, so every line stays valid JSON."""
+def json_safe(value):
+    """`value` with what JSON cannot hold replaced: NaN and Infinity become null (so every line
+    and file stays valid JSON), NumPy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def append_metrics(out, record):
     """One JSON record per line of out/metrics.jsonl (non-finite numbers become null)."""
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+        f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
 def checkpoint_note(out):

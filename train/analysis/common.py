@@ -10,7 +10,6 @@ bare. Both are read with `tinyhw.serialize.load` (no pickle).
 """
 import csv
 import json
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from data.images import (DEFAULT_DATA_SETS, BatchLoader, find_image_root, image_
 from nets import build_image_net, lesioned as lesioning, preset_of
 from tinyhw import serialize
 from tinyhw.backend import to_device
-from train.runs import choose_device
+from train.runs import choose_device, json_safe
 
 
 class AnalysisError(ValueError):
@@ -264,21 +263,6 @@ def block_names(net):
 
 
 # ---- results --------------------------------------------------------------------------------
-def _clean(value):
-    """JSON cannot hold NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    return value
-
-
 def write_results(out_dir, name, result, rows, plot=None):
     """Write <name>.json, <name>.csv and, when matplotlib imports, <name>.png into out_dir.
 
@@ -287,11 +271,11 @@ def write_results(out_dir, name, result, rows, plot=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.csv"]
-    paths[0].write_text(json.dumps(_clean(result), indent=1) + "\n")
+    paths[0].write_text(json.dumps(json_safe(result), indent=1) + "\n")
     with open(paths[1], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["empty"])
         writer.writeheader()
-        writer.writerows(_clean(rows))
+        writer.writerows(json_safe(rows))
     plotted = False
     if plot is not None:
         plotted = plots.save(plot, result, out_dir / f"{name}.png")
