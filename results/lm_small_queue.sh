@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Table 1a at small scale: run the given runs one after another, each resumed if it has a
+# checkpoint and skipped if finished. Usage: queue.sh NAME:VARIANT:SEED ...
+# Run from ~/tinyhw-runs; code snapshot in ./code, venv in ./venv, run folders ./lm_small_*.
+# The two queues started on 2026-12-01 (one BLAS thread each, side by side, which measured
+# 3,624 words/s together against 2,897 for one run on two threads):
+#   ./queue.sh lm_small_coupled:coupled:0 lm_small_c_only:c_only:0 lm_small_full:full:0 \
+#              lm_small_coupled_seed1:coupled:1 &
+#   ./queue.sh lm_small_residual:residual:0 lm_small_t_only:t_only:0 lm_small_plain:plain:0 \
+#              lm_small_residual_seed1:residual:1 &
+cd "$(dirname "$0")"
+. venv/bin/activate
+export TINYHW_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1
+for spec in "$@"; do
+  IFS=: read -r name variant seed <<< "$spec"
+  out="$PWD/$name"
+  if [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; then continue; fi
+  flag=""; [ -f "$out/last.npz" ] && flag="--resume"
+  (cd code && python -m train.lm --config small --variant "$variant" --seed "$seed" \
+      --checkpoint-every 300 --out "$out" $flag) >> "$out.log" 2>> "$out.err"
+done
