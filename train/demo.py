@@ -6,19 +6,13 @@
 Two interleaved spirals in the plane are a classic task a shallow net cannot separate; a
 stack of highway layers (any of the six variants) learns it with SGD (momentum 0.9, learning
 rate annealed to zero) in 1500 steps, about ten seconds on two CPU cores. It runs numpy with
-one BLAS thread unless OPENBLAS_NUM_THREADS says otherwise. The last line printed is the test
-accuracy (a linear classifier gets about 0.5).
+one BLAS thread unless --blas-threads (or, without it, OPENBLAS_NUM_THREADS) says otherwise.
+The last line printed is the test accuracy (a linear classifier gets about 0.5).
 """
 import argparse
 import math
-import os
 
-# Every matrix here is at most 128 x 64: a BLAS thread pool only adds hand-offs, and on a
-# machine whose cores are busy its spin-waiting made the demo 7x slower (70 s instead of 10).
-# Read by OpenBLAS when numpy is first imported, as under `python -m train.demo`.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
+import numpy as np
 from tqdm import tqdm
 
 import tinyhw
@@ -26,7 +20,13 @@ import tinyhw.functional as F
 from tinyhw import nn, optim
 from tinyhw.backend import to_device
 from tinyhw.ops.highway import VARIANTS
+from train import threads
 from train.runs import choose_device
+
+# Every matrix here is at most 128 x 64: a BLAS thread pool only adds hand-offs, and on a
+# machine whose cores are busy its spin-waiting made the demo 7x slower (70 s instead of 10).
+# So one thread by default, not the training runs' measuring `auto` (train/threads.py).
+BLAS_DEFAULT = 1
 
 
 def two_spirals(n, noise, rng):
@@ -70,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
                    help="where to compute (default auto: the GPU when one is usable)")
+    threads.add_argument(p, default=BLAS_DEFAULT)
     args = p.parse_args(argv)
     for name in ("layers", "width", "steps", "batch"):
         if getattr(args, name) < 1:
@@ -82,6 +83,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = choose_device(args.device)
+    blas = threads.BlasThreads.for_run(args.blas_threads, device=device, default=BLAS_DEFAULT)
     tinyhw.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, y_train = two_spirals(1000, 0.02, rng)
@@ -100,14 +102,15 @@ def main(argv=None):
         idx = rng.integers(0, len(x_train), args.batch)
         xb = tinyhw.tensor(x_train[idx], device=device)
         yb = tinyhw.Tensor(to_device(y_train[idx], device))
-        loss = F.cross_entropy(model(xb), yb)
-        if not math.isfinite(loss.item()):
-            raise SystemExit(f"loss became {loss.item()} at step {step}: lower --lr")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        with blas:
+            loss = F.cross_entropy(model(xb), yb)
+            if not math.isfinite(loss.item()):
+                raise SystemExit(f"loss became {loss.item()} at step {step}: lower --lr")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", **blas.postfix())
     print(f"train accuracy {accuracy(model, tinyhw.tensor(x_train, device=device), y_train):.3f}")
     test_accuracy = accuracy(model, test_x, y_test)
     print(f"test accuracy {test_accuracy:.3f}")

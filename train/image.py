@@ -50,6 +50,7 @@ from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
                         remember_command, require_at_least_one, require_memory, resume,
                         run_final_pass, train_epochs)
+from train import threads
 from train.memory import gpu_free_bytes, training_bytes
 from train.parallel import RANKS_FLAG, check_batch_split, launch, on_root, ranks_note
 
@@ -170,6 +171,7 @@ class Trainer:
         self.epoch, self.batch, self.step = 0, 0, 0    # position: next batch of this epoch
         self.history, self.best_top1 = [], math.inf
         self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
+        self.blas = threads.BlasThreads.for_run(getattr(args, "blas_threads", None), comm, device)
 
     # ---- checkpoints ----------------------------------------------------------------
     def _meta(self, rngs):
@@ -268,7 +270,8 @@ class Trainer:
                 return False
             StopSignals.check(self.comm)   # a signal on any rank stops all after this step
             self.opt.param_groups[0]["lr"] = learning_rate(a, self.epoch + self.batch / steps)
-            loss, wrong = self.train_step(x, y)
+            with self.blas:   # times the step; may switch BLAS threads (train/threads.py)
+                loss, wrong = self.train_step(x, y)
             n = a.batch_size   # the whole batch (every training batch is whole: drop_last)
             self.epoch_loss += loss * n
             self.epoch_wrong += wrong
@@ -276,7 +279,8 @@ class Trainer:
             self.batch, self.step, seen = self.batch + 1, self.step + 1, seen + n
             bar.update(1)
             bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_seen:.3f}",
-                            img_s=f"{seen / (time.perf_counter() - start):.0f}")
+                            img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                            **self.blas.postfix())
             if clock.due(self.step):
                 self.save(a.out / "last.npz")
                 clock.saved()

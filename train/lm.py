@@ -33,6 +33,7 @@ from nets.char_lm import CONFIGS, build
 from tinyhw import distributed, optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from tinyhw.ops.highway import VARIANTS
+from train import threads
 from train.lm_eval import device_ints, evaluate
 from train.memory import gpu_free_bytes, training_bytes
 from train.parallel import (RANKS_FLAG, check_batch_split, launch, my_share, on_root,
@@ -106,6 +107,8 @@ class Trainer:
         self.state = None                               # LSTM (h, c) carried across windows
         self.best_val = math.inf
         self.epoch_nll, self.epoch_tokens = 0.0, 0
+        self.blas = threads.BlasThreads.for_run(getattr(args, "blas_threads", None),
+                                                self.comm, device)
 
     # ---- checkpoints ----------------------------------------------------------------
     def save(self, path):
@@ -221,14 +224,16 @@ class Trainer:
                 bar.close()
                 return False
             StopSignals.check(self.comm)   # a signal on any rank stops all after this step
-            nll_sum = self.train_step(inputs, targets)
+            with self.blas:   # times the step; may switch BLAS threads (train/threads.py)
+                nll_sum = self.train_step(inputs, targets)
             self.epoch_nll += nll_sum
             self.epoch_tokens += targets.size
             self.window, self.step = index + 1, self.step + 1
             words += targets.size
             bar.update(1)
             bar.set_postfix(ppl=f"{math.exp(self.epoch_nll / self.epoch_tokens):.1f}",
-                            words_s=f"{words / (time.perf_counter() - start):.0f}")
+                            words_s=f"{words / (time.perf_counter() - start):.0f}",
+                            **self.blas.postfix())
             if clock.due(self.step):
                 self.save(a.out / "last.npz")
                 clock.saved()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 import tinyhw
 from tinyhw import serialize
 from tinyhw.backend import normalize_device
+from train import threads
 
 RUN_FILES = ("command.txt", "metrics.jsonl", "last.npz", "best.npz")
 
@@ -69,6 +70,7 @@ def add_run_arguments(parser, checkpoint_every):
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="also checkpoint when this many minutes passed since the last one "
                              "(default 10; 0: not by time)")
+    threads.add_argument(parser)
 
 
 def check_run_arguments(parser, args):
