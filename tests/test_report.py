@@ -226,6 +226,7 @@ def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_f
         _small_run(tmp_path, "residual", 0, 25, test=101.0),
         _small_run(tmp_path, "c_only", 0, 7),                       # still training
         _small_run(tmp_path, "plain", 0, 3, test=150.0),           # stopped early, scored
+        _small_run(tmp_path, "full", 0, 2, test=180.0, epochs=2),  # finished, but a short run
     )]
     rows = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")]
             for line in report.table_1a(runs, "small").splitlines()[2:]}
@@ -233,7 +234,8 @@ def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_f
     assert rows["residual"][1:4] == ["101.00", "101.00", "2"]
     assert rows["c_only"][1:5] == ["—", "—", "—", "seed 0: epoch 7 of 25, val 193.00"]
     assert rows["plain"][1] == "—" and "epoch 3 of 25" in rows["plain"][4]
-    assert rows["full"][1:5] == ["—", "—", "—", "—"]
+    assert rows["full"][1:5] == ["—", "—", "—", "seed 0: epoch 2 of 2 (a shorter run), val 198.00"]
+    assert rows["t_only"][1:5] == ["—", "—", "—", "—"]
     assert rows["coupled"][5:] == ["79.13", "2", "92.3 (one highway layer)"]
     assert rows["plain"][5:] == ["92.60", "6", "111.2 (one MLP layer)"]
     assert report.table_1a(runs, "large") is None
