@@ -15,7 +15,9 @@ for spec in "$@"; do
   IFS=: read -r name variant seed <<< "$spec"
   out="$PWD/$name"
   if [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; then continue; fi
-  flag=""; [ -f "$out/last.npz" ] && flag="--resume"
+  # --resume where a checkpoint exists; else start over (a run killed before its first
+  # checkpoint leaves only command.txt, and train.lm reuses a run folder only when told)
+  flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
   (cd code && python -m train.lm --config small --variant "$variant" --seed "$seed" \
       --checkpoint-every 300 --out "$out" $flag) >> "$out.log" 2>> "$out.err"
 done
