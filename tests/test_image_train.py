@@ -119,6 +119,7 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [(["--epochs", "0"], "--epochs must be at least 1"),
                                           (["--lr", "-1"], "--lr > 0"),
+                                          (["--lr", "nan"], "--lr must be a positive finite"),
                                           (["--arch", "resnet18"], "invalid choice")])
 def test_bad_arguments_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
