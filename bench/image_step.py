@@ -1,6 +1,7 @@
 """Seconds per training step of the image nets, ours against the same nets in torch.
 
     python bench/image_step.py [--archs resnet20,resnet50] [--rounds 5] [--device cpu|gpu]
+                               [--out results/bench/image_step.txt]
 
 One step is what train.image does per batch: forward, mean cross-entropy, backward and an SGD
 update with momentum 0.9 and weight decay 5e-4. resnet20 runs on a batch of 128 32x32 images,
@@ -9,7 +10,9 @@ and highway50 are accepted too (ours only where torch has no mirror below). The 
 are written here, block for block the same (He et al.'s option-A shortcut for CIFAR,
 torchvision's v1.5 bottleneck for resnet50), only as a reference. Rounds alternate one step
 of ours and one of torch's after a short pause (idle OpenBLAS threads otherwise spin on the
-cores torch needs), and the figure reported is the median of the per-round ratios.
+cores torch needs), and the figure reported is the median of the per-round ratios. On the CPU
+the last column is numpy's float32 GEMM rate measured after every round (bench/timing.py):
+this machine has a fast and a slow state, and the rate says which one a row was timed in.
 """
 import argparse
 import os
@@ -23,7 +26,8 @@ import tinyhw.functional as F  # noqa: E402
 from nets import ARCHS, count_parameters  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory, to_device  # noqa: E402
-from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import (Gemm, Report, add_out_argument, gemm_span,  # noqa: E402  (bench/timing.py,
+                    import_torch, run_case)                      # beside this file)
 
 torch = None   # imported by main() once the arguments parse: --help does not need it
 
@@ -148,21 +152,26 @@ def main():
     p.add_argument("--pause", type=float, default=0.3, help="idle seconds before each step")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="cpu (default) or gpu: ours on cupy, torch on cuda")
+    add_out_argument(p, "results/bench/image_step.txt")
     args = p.parse_args()
-    global torch
-    torch = import_torch()
     archs = [a for a in args.archs.split(",") if a]
     bad = [a for a in archs if a not in SIZES]
     if bad or args.rounds < 1:
         p.error(f"--archs: unknown {bad}; choose from {', '.join(SIZES)}" if bad
                 else "--rounds must be at least 1")
+    global torch
+    torch = import_torch()
     keep_freed_memory()
+    out = Report(args.out)
+    gemm = Gemm(torch) if args.device == "cpu" else None   # the GPU's state is not the CPU's
     if torch is None:
-        print("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
+        out("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
     else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'arch':10s} {'batch':>5s} {'params':>11s} {'ours s/step':>12s} {'torch s/step':>13s} "
-          f"{'ours/torch':>11s}")
+        out(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if gemm:
+        out(gemm.line("at the start"))
+    out(f"{'arch':10s} {'batch':>5s} {'params':>11s} {'ours s/step':>12s} {'torch s/step':>13s} "
+        f"{'ours/torch':>11s}" + (f" {'GEMM GF/s':>10s}" if gemm else ""))
     for arch in archs:
         batch, size = SIZES[arch]
         batch = args.batch or batch
@@ -174,11 +183,15 @@ def main():
         ours()   # one more warm-up step than run_case's: the first steps allocate the most
         if theirs:
             theirs()
-        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0)
+        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0, gemm=gemm)
         ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
         ratio = f"{r['ratio']:11.2f}" if theirs else f"{'-':>11s}"
-        print(f"{arch:10s} {batch:5d} {n_ours:11,d} {r['ours_ms'] / 1e3:12.3f} {ref_s} "
-              f"{ratio}", flush=True)
+        rates = f" {gemm_span(r['gemm_gflops']):>10s}" if gemm else ""
+        out(f"{arch:10s} {batch:5d} {n_ours:11,d} {r['ours_ms'] / 1e3:12.3f} {ref_s} "
+            f"{ratio}{rates}")
+    if gemm:
+        out(gemm.line("at the end"))
+    out.close()
 
 
 if __name__ == "__main__":

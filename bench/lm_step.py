@@ -1,13 +1,15 @@
 """Seconds per training step of the character-aware LM, ours against the same net in torch.
 
-    python bench/lm_step.py [--configs small,large] [--rounds 7]
+    python bench/lm_step.py [--configs small,large] [--rounds 7] [--out results/bench/lm_step.txt]
 
 One step is what train.lm does per window: forward over (35, 20) words of 21 characters,
 backward of the sum over steps of the batch-mean NLL, global gradient-norm clipping to 5,
 and a plain SGD update. The torch model below is the same architecture (Kim et al.'s
 LSTM-Char with a coupled highway layer whose gate adds -2 as a constant), built only here,
 as a reference. Rounds alternate one step of ours and one of torch's (after a short pause,
-see bench/ops.py) and the figure reported is the median per-round ratio.
+see bench/ops.py) and the figure reported is the median per-round ratio. The last column is
+numpy's float32 GEMM rate measured after every round (bench/timing.py): this machine has a fast
+and a slow state, and the rate says which one a row was timed in.
 """
 import argparse
 import os
@@ -21,7 +23,8 @@ import tinyhw.functional as F  # noqa: E402
 from nets.char_lm import CONFIGS, build  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory  # noqa: E402
-from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import (Gemm, Report, add_out_argument, gemm_span,  # noqa: E402  (bench/timing.py,
+                    import_torch, run_case)                      # beside this file)
 
 torch = None   # imported by main() once the arguments parse: --help does not need it
 
@@ -98,24 +101,36 @@ def main():
     p.add_argument("--configs", default="small,large", help="comma-separated (default small,large)")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     p.add_argument("--pause", type=float, default=0.3, help="idle seconds before each step")
+    add_out_argument(p, "results/bench/lm_step.txt")
     args = p.parse_args()
-    global torch
-    torch = import_torch()
     configs = [c for c in args.configs.split(",") if c]
     bad = [c for c in configs if c not in ("small", "large")]
     if bad:
         p.error(f"--configs: unknown {bad}; choose from small, large")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    global torch
+    torch = import_torch()
     keep_freed_memory()
+    out = Report(args.out)
+    gemm = Gemm(torch)
     if torch is None:
-        print("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
-    print(f"{'config':8s} {'ours s/step':>12s} {'torch s/step':>13s} {'ours/torch':>11s}")
+        out("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
+    else:
+        out(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    out(gemm.line("at the start"))
+    out(f"{'config':8s} {'ours s/step':>12s} {'torch s/step':>13s} {'ours/torch':>11s} "
+        f"{'GEMM GF/s':>10s}")
     for config in configs:
         ours = our_step(config)
         theirs = torch_step(config) if torch else None
-        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0)
+        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0, gemm=gemm)
         ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
         ratio = f"{r['ratio']:11.2f}" if theirs else f"{'-':>11s}"
-        print(f"{config:8s} {r['ours_ms'] / 1e3:12.3f} {ref_s} {ratio}", flush=True)
+        out(f"{config:8s} {r['ours_ms'] / 1e3:12.3f} {ref_s} {ratio} "
+            f"{gemm_span(r['gemm_gflops']):>10s}")
+    out(gemm.line("at the end"))
+    out.close()
 
 
 if __name__ == "__main__":

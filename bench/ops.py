@@ -1,6 +1,6 @@
 """Time forward+backward of the engine's heaviest ops against PyTorch, in the same run.
 
-    python bench/ops.py [--rounds 9] [--only 'conv2d,lstm,bn_*']
+    python bench/ops.py [--rounds 9] [--only 'conv2d,lstm,bn_*'] [--out results/bench/ops.txt]
 
 Cases (float32, CPU): conv2d 64->64 3x3 pad 1 on (8, 64, 56, 56); batch_norm (training)
 on the same activation; one LSTM layer (650 -> 650, batch 20, 35 steps); linear + cross
@@ -11,7 +11,8 @@ projection; no bias, as before a BN) and bn_* (batch_norm training on each stage
 This machine's speed swings by ~2x within minutes, so absolute times mean little: every
 round times one repetition of ours and then one of torch's, and the figure reported is the
 median over rounds of the per-round ratio ours/torch. Without torch installed only our
-times are printed.
+times are printed. The last column is numpy's float32 GEMM rate measured after every round
+(bench/timing.py): it says which state a row was timed in.
 
 Each timed call is preceded by a short pause (--pause, 0.3 s): after a GEMM, OpenBLAS's
 worker threads spin for ~0.1 s and would otherwise steal the cores from the next call,
@@ -33,7 +34,8 @@ from tinyhw.backend import keep_freed_memory  # noqa: E402
 from tinyhw.ops.conv import conv2d  # noqa: E402
 from tinyhw.ops.norm import batch_norm  # noqa: E402
 from tinyhw.ops.rnn import lstm  # noqa: E402
-from timing import import_torch, run_case  # noqa: E402  (bench/timing.py, beside this file)
+from timing import (Gemm, Report, add_out_argument, gemm_span,  # noqa: E402  (bench/timing.py,
+                    import_torch, run_case)                      # beside this file)
 
 torch = None   # imported by main() once the arguments parse: --help does not need it
 
@@ -156,6 +158,7 @@ def main():
                         help="comma-separated names or shell patterns (conv_*) from "
                         + ",".join(CASES))
     parser.add_argument("--json", help="also write the results to this JSON file")
+    add_out_argument(parser, "results/bench/ops.txt")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator settings alone (see keep_freed_memory)")
     args = parser.parse_args()
@@ -168,20 +171,27 @@ def main():
     unknown = [p for p in patterns if not fnmatch.filter(CASES, p)]
     if unknown:
         parser.error(f"--only: unknown case(s) {unknown}; choose from {list(CASES)}")
+    out = Report(args.out)
+    gemm = Gemm(torch)
     if torch is None:
-        print("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
+        out("torch not installed: printing our times only (pip install torch==2.13.0 for ratios)")
     else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"numpy {np.__version__}; {args.rounds} alternating rounds")
-    print(f"{'case':40s} {'ours ms':>9s} {'torch ms':>9s} {'ours/torch':>11s}")
+        out(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"numpy {np.__version__}; {args.rounds} alternating rounds")
+    out(gemm.line("at the start"))
+    out(f"{'case':40s} {'ours ms':>9s} {'torch ms':>9s} {'ours/torch':>11s} {'GEMM GF/s':>10s}")
     results = {}
     for name in names:
         title, build = CASES[name]
         ours, theirs = build(np.random.default_rng(0))
-        r = results[name] = run_case(ours, theirs if torch else None, args.rounds, args.pause)
+        r = results[name] = run_case(ours, theirs if torch else None, args.rounds, args.pause,
+                                     gemm=gemm)
         torch_ms = f"{r['torch_ms']:9.1f}" if r["torch_ms"] else f"{'-':>9s}"
         ratio = f"{r['ratio']:11.2f}" if r["ratio"] else f"{'-':>11s}"
-        print(f"{title:40s} {r['ours_ms']:9.1f} {torch_ms} {ratio}", flush=True)
+        out(f"{title:40s} {r['ours_ms']:9.1f} {torch_ms} {ratio} "
+            f"{gemm_span(r['gemm_gflops']):>10s}")
+    out(gemm.line("at the end"))
+    out.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,15 +1,34 @@
-"""Alternating timings shared by the benchmarks: ours and the reference, one after the other
-in every round, each after a short idle pause, and the median of the per-round ratios.
+"""Helpers shared by the benchmarks: alternating timings, the machine's GEMM rate, and tables
+written to a file.
 
-The pause matters on a small machine: OpenBLAS worker threads spin for a while after a call
-and would steal the cores the next timed call needs. Alternating within a round makes the
-ratio robust to the machine's speed drifting between rounds.
+Alternating timings: ours and the reference, one after the other in every round, each after a
+short idle pause, and the median of the per-round ratios. The pause matters on a small
+machine: OpenBLAS worker threads spin for a while after a call and would steal the cores the
+next timed call needs. Alternating within a round makes the ratio robust to the machine's
+speed drifting between rounds.
 
-A library module with nothing to run: bench/ops.py, bench/lm_step.py and bench/image_step.py
-import it. Running it prints this text."""
+GEMM rate: this host switches between a fast and a slow state (~2x, for minutes at a time),
+which moves every absolute time. So each bench measures a float32 1024^3 matrix product on
+the threads it runs with, at its start, in every round and at its end, and prints the rate
+in GFLOP/s beside its figures: a row whose rates are low was timed in the slow state.
+
+Tables: `Report` prints each line and, given a path (the benches' --out), also writes it to
+that file under the command line that made it, so a result file says how to reproduce it.
+
+A library module with nothing to run: the scripts in bench/ import it. Running it prints
+this text."""
 import argparse
+import datetime
+import os
+import platform
+import shlex
 import statistics
+import sys
 import time
+
+import numpy as np
+
+GEMM_SIZE = 1024
 
 
 def import_torch():
@@ -30,26 +49,140 @@ def seconds_per_call(fn, pause, reps):
     return (time.perf_counter() - start) / reps
 
 
-def run_case(ours, theirs, rounds, pause, min_seconds=0.05):
+# ---- GEMM rate ---------------------------------------------------------------------------
+class Gemm:
+    """float32 (n, n) @ (n, n) in numpy (OpenBLAS, on its current thread count) and, when
+    torch is given, in torch (on torch's threads). `rate()` is in GFLOP/s: the best of
+    `calls` back-to-back products, so that a thread wake-up does not count as the machine's
+    state. Every rate measured is kept in `seen` for the summary line."""
+
+    def __init__(self, torch=None, n=GEMM_SIZE, calls=3):
+        r = np.random.default_rng(0)
+        self.n, self.calls = n, calls
+        self.a, self.b = (r.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        self.out = np.empty((n, n), np.float32)
+        self.torch = torch
+        if torch is not None:
+            self.ta, self.tb = torch.from_numpy(self.a), torch.from_numpy(self.b)
+            self.tout = torch.empty(n, n)
+        self.seen = []
+
+    def _best(self, fn):
+        fn()   # wakes the BLAS threads; not counted
+        best = min(seconds_per_call(fn, 0, 1) for _ in range(self.calls))
+        return 2 * self.n ** 3 / best / 1e9
+
+    def rate(self):
+        """numpy's GFLOP/s now (also appended to `seen`)."""
+        g = self._best(lambda: np.matmul(self.a, self.b, out=self.out))
+        self.seen.append(g)
+        return g
+
+    def torch_rate(self):
+        """torch's GFLOP/s now, or None without torch."""
+        if self.torch is None:
+            return None
+        return self._best(lambda: self.torch.mm(self.ta, self.tb, out=self.tout))
+
+    def line(self, when):
+        """One line for the table: both rates now, with the thread counts they ran on."""
+        ours = f"numpy {self.rate():.0f} GFLOP/s ({blas_threads()} BLAS threads)"
+        theirs = self.torch_rate()
+        theirs = (f", torch {theirs:.0f} GFLOP/s ({self.torch.get_num_threads()} threads)"
+                  if theirs is not None else "")
+        return f"GEMM float32 {self.n}^3 {when}: {ours}{theirs}"
+
+    def summary(self):
+        """min / median / max of every numpy rate measured in this run."""
+        if not self.seen:
+            return "GEMM: not measured"
+        return (f"GEMM numpy GFLOP/s over the run ({len(self.seen)} measures): "
+                f"min {min(self.seen):.0f}, median {statistics.median(self.seen):.0f}, "
+                f"max {max(self.seen):.0f}")
+
+
+def blas_threads():
+    """OpenBLAS's current thread count (threadpoolctl), or '?' when it cannot be read."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else "?"
+
+
+def gemm_span(rates):
+    """'61' or '58-63': the range of the GEMM rates measured during one row."""
+    if not rates:
+        return "-"
+    lo, hi = round(min(rates)), round(max(rates))
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def run_case(ours, theirs, rounds, pause, min_seconds=0.05, gemm=None):
     """Alternate ours and theirs (None: ours alone) for `rounds` rounds; short ops repeat
     within a round (`reps` calls, at least `min_seconds` in all) so thread wake-ups are
-    amortised. Returns the medians in ms and of the ratios ours/theirs."""
+    amortised. With a `Gemm`, its rate is measured at the end of every round (after the
+    timed calls: the next round's pause lets its threads settle). Returns the medians in ms
+    and of the ratios ours/theirs, and the round's GEMM rates."""
     first = seconds_per_call(ours, 0, 1)  # warm-up: first calls allocate and page in memory
     if theirs is not None:
         theirs()
     reps = max(1, round(min_seconds / first))
-    ours_times, torch_times, ratios = [], [], []
+    ours_times, torch_times, ratios, rates = [], [], [], []
     for _ in range(rounds):
         ours_times.append(seconds_per_call(ours, pause, reps))
         if theirs is not None:
             torch_times.append(seconds_per_call(theirs, pause, reps))
             ratios.append(ours_times[-1] / torch_times[-1])
+        if gemm is not None:
+            rates.append(gemm.rate())
     return {
         "ours_ms": 1e3 * statistics.median(ours_times),
         "torch_ms": 1e3 * statistics.median(torch_times) if torch_times else None,
         "ratio": statistics.median(ratios) if ratios else None,
         "reps_per_round": reps,
+        "gemm_gflops": rates,
     }
+
+
+# ---- tables to a file ----------------------------------------------------------------------
+def command_line():
+    """How this script was run, as a shell line (python and the script path as given)."""
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+class Report:
+    """Print lines; with a `path`, also write them there, under a header with the command
+    line, the date and the host (written as they come: a run cut short keeps its rows)."""
+
+    def __init__(self, path=None):
+        self.file = None
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise SystemExit(f"--out: folder {folder} does not exist")
+            self.file = open(path, "w")
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            self.file.write(f"$ {command_line()}\n# {stamp}, {platform.node()}, "
+                            f"{os.cpu_count()} CPUs, numpy {np.__version__}\n")
+
+    def __call__(self, text=""):
+        print(text, flush=True)
+        if self.file:
+            self.file.write(text + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+            self.file = None
+
+
+def add_out_argument(parser, example):
+    parser.add_argument("--out", metavar="FILE",
+                        help=f"also write the table to FILE, under the command line that made it "
+                             f"(e.g. {example})")
 
 
 if __name__ == "__main__":
