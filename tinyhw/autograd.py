@@ -94,7 +94,8 @@ class Function:
                 (t._node.generation for t in inputs if t is not None and t._node is not None),
                 default=0,
             )
-            node = Node(cls, ctx, tuple(t if n else None for t, n in zip(inputs, needs)),
+            node = Node(cls, ctx, tuple(graph.input_ref(t) if n else None
+                                        for t, n in zip(inputs, needs)),
                         generation, tuple((a.shape, a.dtype) for a in raw_outputs))
             for index, out in enumerate(outputs):
                 out._node = node
