@@ -144,6 +144,12 @@ class BlasThreads:
             self.step_done(time.perf_counter() - self._t0)
         return False
 
+    @property
+    def settled(self):
+        """True once the count is chosen: at once when fixed or left alone, after the first
+        probe when adapting (bench/busy.py times the steps that follow)."""
+        return not self.adapt or self._phase == "run"
+
     def postfix(self):
         """{"blas": n} for the progress bar while adapting, else {}."""
         return {"blas": self.threads or self.full} if self.adapt else {}
