@@ -60,8 +60,10 @@ class CharCNN(nn.Module):
         e = self.embed(chars).transpose(1, 2)                 # (N, char_dim, L)
         # Kim et al. take max_t tanh(z_t); tanh is increasing, so that equals tanh(max_t z_t),
         # with the same gradient. Taking the max first applies tanh to (N, filters) instead of
-        # (N, filters, L - w + 1).
-        return F.tanh(F.cat([F.max(conv(e), dim=2) for conv in self.convs], dim=1))
+        # (N, filters, L - w + 1). The convs and their maxima run as one op, equal to
+        # cat([max(conv(e), dim=2) for conv in self.convs], dim=1).
+        return F.tanh(F.conv1d_max_over_time(e, [conv.weight for conv in self.convs],
+                                             [conv.bias for conv in self.convs]))
 
 
 class HighwayLayer(nn.Highway):

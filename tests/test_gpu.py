@@ -89,6 +89,8 @@ CASES = {
                        [_normal(2, 3, 7, 6), _normal(4, 3, 3, 2)]),
     "conv2d_1x1": (lambda x, w: F.conv2d(x, w, stride=2), [_normal(2, 3, 6, 6), _normal(5, 3, 1, 1)]),
     "conv1d": (lambda x, w, b: F.conv1d(x, w, b), [_normal(4, 3, 9), _normal(5, 3, 4), _normal(5)]),
+    "conv1d_max_over_time": (lambda x, w1, w2, b2: F.conv1d_max_over_time(x, [w1, w2], [None, b2]),
+                             [_normal(4, 3, 9), _normal(5, 3, 4), _normal(2, 3, 2), _normal(2)]),
     "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), [_distinct(2, 3, 7, 7)]),
     "avg_pool2d": (lambda x: F.avg_pool2d(x, 2), [_normal(2, 3, 6, 6)]),
     "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, 1), [_normal(2, 3, 5, 5)]),

@@ -132,6 +132,43 @@ def test_tiny_model_gradients_match_finite_differences(variant):
     assert all(p.grad is not None and np.abs(p.grad).max() > 0 for p in params)
 
 
+def _previous_char_cnn(cnn, chars):
+    """CharCNN.forward as it was before the fused op: each conv, its max over time, cat."""
+    e = cnn.embed(chars).transpose(1, 2)
+    return F.tanh(F.cat([F.max(conv(e), dim=2) for conv in cnn.convs], dim=1))
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_model_loss_and_gradients_equal_the_previous_code_path(config, monkeypatch):
+    """The fast routes (fused char CNN, LSTM, ...) give the loss and gradients of the composed
+    ops the model used before (conv1d, max over time, cat), up to the order of float32 sums, on
+    words padded with the zero-embedding character (ties in the max over time), in training
+    mode (dropout drawn from the same seed). The state_dict keeps its names and shapes, so that
+    checkpoints of runs in progress load."""
+    results = []
+    for previous in (False, True):
+        tinyhw.manual_seed(3)
+        model = build(config, "coupled", 50, 20, 12)
+        keys = {k: v.shape for k, v in model.state_dict().items()}
+        if previous:
+            monkeypatch.setattr(type(model.cnn), "forward", _previous_char_cnn)
+        model.train()
+        r = np.random.default_rng(0)
+        chars = r.integers(1, 20, (5, 4, 12))
+        chars[r.random((5, 4)) < 0.8, 6:] = 0              # most words end early, then padding
+        targets = tinyhw.Tensor(r.integers(0, 50, 20))
+        tinyhw.manual_seed(4)
+        loss = F.cross_entropy(model(tinyhw.Tensor(chars))[0], targets)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad for n, p in model.named_parameters()}, keys))
+    (loss, grads, keys), (loss0, grads0, keys0) = results
+    assert keys == keys0 and "cnn.convs.0.weight" in keys
+    assert loss == pytest.approx(loss0, rel=1e-6)
+    for name, g in grads0.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-5, atol=1e-6 * np.abs(g).max(),
+                                   err_msg=name)
+
+
 # ---- training -------------------------------------------------------------------------
 def _run(corpus_dir, out, *extra):
     argv = ["--config", "tiny", "--data", str(corpus_dir), "--out", str(out), "--batch-size", "4",

@@ -7,6 +7,7 @@ LSTM gates in i, f, g, o order. Every function here is documented (shapes,
 formula, derivation of the backward) in the op module it comes from.
 """
 from .ops.activation import log_softmax, relu, sigmoid, softmax, tanh
+from .ops.char_cnn import conv1d_max_over_time
 from .ops.conv import conv1d, conv2d
 from .ops.dropout import dropout
 from .ops.elementwise import add, cast, div, exp, log, mul, neg, pow, sub
@@ -29,7 +30,7 @@ __all__ = [
     "sum", "mean", "max",
     "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "getitem",
     "cat", "concatenate", "stack", "split",
-    "matmul", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "matmul", "linear", "conv1d", "conv2d", "conv1d_max_over_time", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "batch_norm", "dropout", "embedding", "lstm",
     "highway", "HIGHWAY_VARIANTS", "HIGHWAY_GATES",
     "cross_entropy", "nll_loss",

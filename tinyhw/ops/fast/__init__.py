@@ -10,6 +10,9 @@ implementation that follows it line by line. The files here compute the same for
                                         chunks of images that fit in L2
   batch_norm       rows, rows-centred   norm_rows.py: contiguous (N, C L) rows, one-pass
                                         statistics, block by block in L2
+  conv1d_max_over_time  columns         char_cnn.py: one im2col of the widest window, a GEMM
+                                        per group of widths, the max over time as a reduction
+                                        over a time-major layout (Kim et al.'s char CNN)
 
 `buffers.py` holds the reusable work buffers they (and pooling) write their temporaries into.
 
