@@ -201,8 +201,8 @@ def main():
     p = argparse.ArgumentParser(prog="python bench/busy.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help=f"comma-separated, from {', '.join(WORKLOADS)} (default all; about "
-                        "a minute each)")
+                   help=f"comma-separated, from {', '.join(WORKLOADS)} (default all; with 3 "
+                        "rounds on 2 cores about 1 min for demo, 2 for lm_small, 2.5 for resnet20)")
     p.add_argument("--rounds", type=int, default=3, help="idle/busy rounds (default 3)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per phase (default: demo 100, lm_small 8, resnet20 6)")
