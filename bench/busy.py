@@ -1,6 +1,7 @@
 """Step time with one of the cores held by another process, against the idle machine.
 
-    python bench/busy.py [--workloads demo,lm_small,resnet20] [--rounds 3] [--out FILE]
+    python bench/busy.py [--workloads demo,lm_small,resnet20] [--rounds 3] [--arrival 20]
+                         [--out FILE]
 
 A training run shares its machine: here, with 2 cores, a neighbour holding one of them should
 cost us at most 2.5x our idle step time. For each workload this bench times our steps idle and
@@ -13,6 +14,10 @@ then busy, round after round, and torch's the same way beside them:
   against all cores), and the steps it spends choosing are run but not timed; train.demo fixes
   1 thread. OpenBLAS's count is reset to the cores before each phase.
 * torch on its default threads (one per core), its first 2 steps of a phase not timed.
+
+--arrival STEPS adds, per round, what a run sees when the neighbour comes after the rule chose
+on the idle machine: ours' mean step over the STEPS steps that follow the arrival (the rule's
+noticing it and re-probing included), against the round's idle median.
 
 Busy: a CPU-bound child process (a Python loop, started and killed by this bench; it also
 quits by itself should this bench die) holds a core while the phase runs. The figure for each
@@ -159,6 +164,25 @@ def our_phase(step, default, cores, timed):
     return statistics.median(times), threads.blas_count()
 
 
+def arrival_phase(step, default, cores, timed):
+    """A rule settled on the idle machine, then a neighbour arrives: the mean time of the
+    `timed` steps that follow, the rule's noticing and re-probing included, and the count it
+    ends on."""
+    threads.set_blas_count(cores)
+    blas = threads.BlasThreads.for_run(None, device="cpu", default=default)
+    while not blas.settled:
+        with blas:
+            step()
+    times = []
+    with hog():
+        for _ in range(timed):
+            with blas:
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+    return statistics.mean(times), threads.blas_count()
+
+
 def torch_phase(step, timed):
     for _ in range(TORCH_WARMUP):
         step()
@@ -170,8 +194,9 @@ def torch_phase(step, timed):
     return statistics.median(times), torch.get_num_threads()
 
 
-def measure(name, rounds, timed, pause):
-    """{side: {"idle": [s], "busy": [s], "threads": {"idle": [n], "busy": [n]}}} over rounds."""
+def measure(name, rounds, timed, pause, arrival=0):
+    """{side: {"idle": [s], "busy": [s], "threads": {"idle": [n], "busy": [n]}}} over rounds,
+    and with `arrival` steps ours' "arrival": [(mean s, count at the end)] too."""
     ours, default, theirs = WORKLOADS[name]()
     cores = threads.blas_count()
     sides = {"ours": lambda: our_phase(ours, default, cores, timed)}
@@ -189,6 +214,10 @@ def measure(name, rounds, timed, pause):
                     seconds, n = phase()
                 result[side][state].append(seconds)
                 result[side]["threads"][state].append(n)
+        if arrival:
+            time.sleep(pause)
+            result["ours"].setdefault("arrival", []).append(
+                arrival_phase(ours, default, cores, arrival))
     threads.set_blas_count(cores)
     return result
 
@@ -207,14 +236,17 @@ def main():
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per phase (default: demo 100, lm_small 8, resnet20 6)")
     p.add_argument("--pause", type=float, default=0.3, help="idle seconds before each phase")
+    p.add_argument("--arrival", type=int, default=0, metavar="STEPS",
+                   help="also time ours for STEPS steps after a neighbour arrives mid-run (the "
+                        "rule settled idle first), their mean against the idle median")
     timing.add_out_argument(p, "results/bench/busy.txt")
     args = p.parse_args()
     names = [n for n in args.workloads.split(",") if n]
     bad = [n for n in names if n not in WORKLOADS]
     if bad:
         p.error(f"--workloads: unknown {bad}; choose from {', '.join(WORKLOADS)}")
-    if args.rounds < 1 or (args.steps is not None and args.steps < 1):
-        p.error("--rounds and --steps must be at least 1")
+    if args.rounds < 1 or (args.steps is not None and args.steps < 1) or args.arrival < 0:
+        p.error("--rounds and --steps must be at least 1, --arrival at least 0")
     # SIGTERM (e.g. `timeout`) ends the bench through SystemExit, so hog()'s exit kills it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("busy.py: terminated"))
     global torch
@@ -228,12 +260,18 @@ def main():
     out(f"{'workload':9s} {'side':6s} {'threads idle|busy':>18s} {'idle s/step':>12s} "
         f"{'busy s/step':>12s} {'busy/idle':>10s}")
     for name in names:
-        r = measure(name, args.rounds, args.steps or STEPS[name], args.pause)
+        r = measure(name, args.rounds, args.steps or STEPS[name], args.pause, args.arrival)
         for side, m in r.items():
             ratio = statistics.median(b / i for b, i in zip(m["busy"], m["idle"]))
             counts = f"{_counts(m['threads']['idle'])}|{_counts(m['threads']['busy'])}"
             out(f"{name:9s} {side:6s} {counts:>18s} {statistics.median(m['idle']):12.4f} "
                 f"{statistics.median(m['busy']):12.4f} {ratio:10.2f}")
+        if args.arrival:
+            m = r["ours"]
+            ratio = statistics.median(a / i for (a, _), i in zip(m["arrival"], m["idle"]))
+            ends = _counts(n for _, n in m["arrival"])
+            out(f"{name:9s} ours: the {args.arrival} steps after a neighbour arrives mid-run "
+                f"average {ratio:.2f}x the idle step (threads at their end: {ends})")
     out(gemm.line("at the end (idle)"))
     out.close()
 

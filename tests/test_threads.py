@@ -6,7 +6,8 @@ import pytest
 
 from tests.test_runs import _run, corpus_dir  # noqa: F401  (the fixture)
 from train import threads
-from train.threads import PROBE, RETEST_SECONDS, RETEST_STEPS, WARMUP, BlasThreads
+from train.threads import (PROBE, RETEST_SECONDS, RETEST_STEPS, SLOW_STEPS, WARMUP,
+                           BlasThreads)
 
 
 class Fake:
@@ -68,8 +69,8 @@ def test_retests_after_n_steps_and_follows_the_neighbour():
     assert f.steps(RETEST_STEPS) == 1    # the next probe starts on 1 thread...
     assert f.steps(probe_steps()) == 1   # ...and 1 thread wins it
     f.cost = {1: 0.3, 4: 0.2}           # the neighbour leaves
-    f.steps(RETEST_STEPS + probe_steps())
-    assert f.blas.threads == 4
+    counts = [f.steps(1) for _ in range(RETEST_STEPS + probe_steps())]
+    assert counts.count(4) > RETEST_STEPS / 2   # the next probe brought 4 threads back
 
 
 def test_retests_after_some_minutes_of_slow_steps():
@@ -78,6 +79,34 @@ def test_retests_after_some_minutes_of_slow_steps():
     f.cost = {1: RETEST_SECONDS / 3, 4: RETEST_SECONDS / 4}
     f.steps(4)                           # 4 steps, far fewer than RETEST_STEPS: time is up
     assert f.blas.threads == 1           # a new probe began
+
+
+def test_a_neighbour_arriving_between_probes_starts_a_probe_at_once():
+    f = Fake({1: 0.3, 4: 0.2})
+    assert f.steps(WARMUP + probe_steps()) == 4
+    f.cost = {1: 0.35, 4: 0.6}           # a neighbour takes a core: 3x slower on 4 threads
+    assert f.steps(SLOW_STEPS - 1) == 4  # a step or two slow: not yet
+    assert f.steps(1) == 1               # SLOW_STEPS in a row: a probe, starting on 1 thread
+    assert f.steps(probe_steps()) == 1   # which 1 thread wins
+
+
+def test_one_slow_step_among_normal_ones_does_not_start_a_probe():
+    f = Fake({1: 0.3, 4: 0.2})
+    f.steps(WARMUP + probe_steps())
+    for _ in range(20):
+        f.cost = {1: 0.3, 4: 0.9}
+        f.steps(1)
+        f.cost = {1: 0.3, 4: 0.2}
+        assert f.steps(SLOW_STEPS) == 4
+
+
+def test_on_one_thread_slow_steps_start_no_probe():
+    f = Fake({1: 0.3, 4: 2.9})
+    assert f.steps(WARMUP + probe_steps()) == 1
+    f.cost = {1: 0.9, 4: 2.9}            # slower still: one thread is all it can fall back to
+    sets = len(f.sets)
+    f.steps(RETEST_STEPS - 1)
+    assert len(f.sets) == sets
 
 
 def test_switches_only_when_the_count_changes():

@@ -22,6 +22,10 @@ comes and goes, so the training loops let `BlasThreads` pick, through threadpool
   `RETEST_SECONDS` seconds after the last, whichever comes first; the step interval doubles
   (up to `RETEST_STEPS * MAX_BACKOFF`) while probes keep choosing the same count and returns to
   `RETEST_STEPS` when one changes it, so a steady machine pays for few probes.
+  A neighbour that arrives between probes would cost a run on the full count up to that
+  whole interval at 2-3x its step time (bench/NOTES.md, "A busy core"); so while more than one
+  thread is kept, `SLOW_STEPS` steps in a row over `SLOWDOWN` x the median that won the probe
+  start a probe at once. On 1 thread there is nothing to fall back to, and nothing is watched.
 
 A switch is `ThreadpoolController.limit` on a controller kept for the whole run (a few
 microseconds; `threadpool_limits` would rescan the loaded libraries, ~0.2 ms), made only when
@@ -38,6 +42,8 @@ RETEST_STEPS = 200    # steps from one probe's end to the next probe
 RETEST_SECONDS = 300.0
 MAX_BACKOFF = 8       # the step interval grows to at most RETEST_STEPS * MAX_BACKOFF
 GIVE_UP = 2.0         # a full-count step over GIVE_UP x the 1-thread median counts as lost
+SLOWDOWN = 1.5        # kept on several threads, a step over SLOWDOWN x the probe's median ...
+SLOW_STEPS = 3        # ... SLOW_STEPS times in a row starts a new probe
 
 _controller = None
 
@@ -113,6 +119,8 @@ class BlasThreads:
         self._started = None
         self._interval = RETEST_STEPS
         self._chosen = None
+        self._reference = None   # median step time of the count kept, from its probe
+        self._slow = 0           # consecutive run steps over SLOWDOWN x that median
 
     @classmethod
     def for_run(cls, flag, comm=None, device="cpu", default="auto"):
@@ -169,8 +177,8 @@ class BlasThreads:
             return
         if self._phase in ("warmup", "run"):
             self._left -= 1
-            due = self._left <= 0 or (self._phase == "run" and
-                                      self._clock() - self._started >= RETEST_SECONDS)
+            due = self._left <= 0 or (self._phase == "run" and (
+                self._clock() - self._started >= RETEST_SECONDS or self._slowed(seconds)))
             if due:
                 self._times = {}
                 self._probe(1, "one")
@@ -190,7 +198,16 @@ class BlasThreads:
         if self._left <= 0:
             self._decide(1 if one < statistics.median(self._times[self.full]) else self.full)
 
+    def _slowed(self, seconds):
+        """Whether the last SLOW_STEPS steps on several threads were all far slower than the
+        probe that chose this count: a neighbour has likely arrived."""
+        if self.threads <= 1:
+            return False
+        self._slow = self._slow + 1 if seconds > SLOWDOWN * self._reference else 0
+        return self._slow >= SLOW_STEPS
+
     def _decide(self, n):
+        self._reference, self._slow = statistics.median(self._times[n]), 0
         self._switch(n)
         if n == self._chosen:
             self._interval = min(2 * self._interval, RETEST_STEPS * MAX_BACKOFF)
