@@ -120,7 +120,8 @@ def _torch_demo(x, y):
 
     def step():
         idx = rng.integers(0, len(x), 128)
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        logits = model(torch.from_numpy(x[idx]))
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[idx]))
         if not math.isfinite(loss.item()):
             raise SystemExit("demo (torch): the loss is not finite")
         opt.zero_grad()

@@ -29,6 +29,7 @@ it ("ours, default malloc"), to show what that allocator setting costs in RSS.
 """
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import resource
@@ -151,7 +152,7 @@ def main():
     bad = [c for c in cases if c not in CASES] + [s for s in sides if s not in SIDES]
     if bad:
         p.error(f"unknown {bad}: --cases from {', '.join(CASES)}, --sides from {', '.join(SIDES)}")
-    if "torch" in sides and timing.import_torch() is None:
+    if "torch" in sides and importlib.util.find_spec("torch") is None:   # not imported here
         p.error("torch is not installed: pass --sides ours,ours_default_malloc")
     out = timing.Report(args.out)
     out(f"peak memory of {args.steps} training step(s) above the built model and batch, MB; "
@@ -161,8 +162,11 @@ def main():
         rss = {}
         for side in sides:
             rss[side] = run_child(case, side, "rss", args.steps, args.batch)["peak"] / MB
-            traced = ("-  (not traced)" if side == "torch" else
-                      f"{run_child(case, side, 'tracemalloc', args.steps, args.batch)['peak'] / MB:.0f}")
+            if side == "torch":
+                traced = "-  (not traced)"
+            else:
+                traced = run_child(case, side, "tracemalloc", args.steps, args.batch)["peak"]
+                traced = f"{traced / MB:.0f}"
             out(f"{case:9s} {SIDES[side]:22s} {rss[side]:9.0f} {traced:>17s}")
         if "torch" in rss and "ours" in rss:
             out(f"{case:9s} {'ours / torch (RSS)':22s} {rss['ours'] / rss['torch']:9.2f}")
