@@ -7,11 +7,14 @@ bytes of every op output in that graph (the forward activations, which backward 
 saves its inputs or outputs), scaled to the batch size, times ACTIVATION_FACTOR for what comes
 on top (tensors ops save besides their outputs, the gradients of the activations during
 backward, convolution workspace), plus the parameters, their gradients and SGD's momentum.
-It is deliberately rough. Measured with tracemalloc on the CPU, the peak of a training step
-was 1.05-1.3 times the graph's bytes plus about 1.5 copies of the parameters (resnet20,
-highway20, plain20 without BN, resnet110 at 32x32; resnet50, highway_full50 at 224x224), so
-the factor of 1.5 leaves room without refusing batches that fit; tests/test_image_train.py
-holds it between the measured peak and three times that.
+It is deliberately rough, and errs on the generous side. Measured with tracemalloc on the CPU
+while the graph kept every op output alive until backward, the peak of a training step was
+1.05-1.3 times the graph's bytes plus about 1.5 copies of the parameters (resnet20,
+highway20, plain20 without BN, resnet110 at 32x32; resnet50, highway_full50 at 224x224). Since
+the graph keeps only what ops save (tinyhw/graph.py), resnet50's activations peak at about 0.6
+times the graph's bytes (bench/memory.py), so the factor of 1.5 over-estimates; it still
+refuses only batches far beyond the memory, and tests/test_image_train.py holds it between
+the measured peak and three times that.
 """
 import numpy as np
 
