@@ -52,7 +52,7 @@ def test_routes_match_the_definition_and_finite_differences(route, args):
         bs = [next(it) if b is not None else None for b in biases]
         return F.conv1d_max_over_time(x, ws, bs)
 
-    with fast.use(conv1d_max_over_time=route):
+    with fast.use(conv1d_max_over_time=route, conv_chunk_bytes=1):   # a chunk per word
         y = fn(x, *weights, *present)
         np.testing.assert_allclose(y.numpy(), definition(x, weights, biases), atol=1e-12)
         assert gradcheck(fn, [x, *weights, *present])
@@ -69,23 +69,24 @@ def _float32_case(rng, n=40, length=21, channels=15, widths=range(1, 8)):
     return x, weights, biases
 
 
-def _run(route, x_nlc, weights, biases, g):
+def _run(route, x_nlc, weights, biases, g, chunk_bytes=None):
     """Output and gradients of the op on a forced route, input given as the transpose of a
-    contiguous (N, L, C) array as the LM passes it."""
+    contiguous (N, L, C) array as the LM passes it; chunk_bytes=1: one word per chunk."""
     e = tinyhw.Tensor(x_nlc, requires_grad=True)
     ws = [tinyhw.Tensor(w, requires_grad=True) for w in weights]
     bs = [tinyhw.Tensor(b, requires_grad=True) for b in biases]
-    with fast.use(conv1d_max_over_time=route):
+    with fast.use(conv1d_max_over_time=route, conv_chunk_bytes=chunk_bytes):
         y = F.conv1d_max_over_time(e.transpose(1, 2), ws, bs)
         y.backward(g)
     return [y.numpy(), e.grad] + [w.grad for w in ws] + [b.grad for b in bs]
 
 
-def test_columns_route_equals_the_reference_with_ties(rng):
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 5000])
+def test_columns_route_equals_the_reference_with_ties(chunk_bytes, rng):
     x, weights, biases = _float32_case(rng)
     g = rng.standard_normal((x.shape[0], sum(w.shape[0] for w in weights))).astype(np.float32)
     reference = _run("reference", x, weights, biases, g)
-    for ours, theirs in zip(_run("columns", x, weights, biases, g), reference):
+    for ours, theirs in zip(_run("columns", x, weights, biases, g, chunk_bytes), reference):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
 
 

@@ -39,7 +39,8 @@ def windows(xp, x, width):
     """win[n, c, t, j] = x[n, c, t + j]: an (N, C, L - width + 1, width) view of x (any strides)."""
     n, c, length = x.shape
     s_n, s_c, s_t = x.strides
-    return xp.lib.stride_tricks.as_strided(x, (n, c, length - width + 1, width), (s_n, s_c, s_t, s_t))
+    return xp.lib.stride_tricks.as_strided(x, (n, c, length - width + 1, width),
+                                           (s_n, s_c, s_t, s_t))
 
 
 def reference_forward(ctx, x, weights, biases):
@@ -118,8 +119,9 @@ class Conv1dMaxOverTime(Function):
         if ctx.route == "reference":
             dx, dws, dbs = reference_backward(ctx, gy, ctx.weights)
         else:
-            dx, dws, dbs = columns_route.backward(ctx, gy, ctx.groups, needs[0], any(needs[1:k + 1]),
-                                                  any(needs[k + 1:]), ctx.x_shape)
+            dx, dws, dbs = columns_route.backward(ctx, gy, ctx.groups, needs[0],
+                                                  any(needs[1:k + 1]), any(needs[k + 1:]),
+                                                  ctx.x_shape)
         dws = [d if n else None for d, n in zip(dws, needs[1:k + 1])]
         dbs = [d if n else None for d, n in zip(dbs, needs[k + 1:])]
         return (dx if needs[0] else None, *dws, *dbs)
