@@ -33,6 +33,12 @@ from .flat_grid import FlatGrid, sum_of_shifted_blocks
 # straight into y. The padding cells of the work buffers are zeroed once per call; each
 # chunk only writes its data cells. The backward rebuilds X chunk by chunk from x (cheaper
 # than keeping the copies of the input from the forward).
+# Measured and not taken (bench/NOTES.md has the figures): im2col per chunk into a reused
+# buffer, one GEMM with K = kh kw C and no shifted adds, ran the forward 1.2-1.7x slower on
+# CIFAR's 16-, 32- and 64-channel layers (its kh kw - 1 copies cost more than the adds saved,
+# and the GEMM is no faster); the chunks split between two threads, each GEMM on a
+# single-threaded BLAS, gained nothing steady on an idle machine (the GIL hand-offs between
+# the many small NumPy calls of a chunk eat the second core).
 
 # conv.choose_route takes "shifted-per-offset" (dW as one GEMM per block of X, on views of the
 # phases; see backward) up to this many input channels.
