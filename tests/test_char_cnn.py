@@ -117,6 +117,19 @@ def test_only_the_needed_gradients(route, needs, rng):
     assert [t.grad is not None for t in leaves] == list(needs)
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_no_grad_and_constant_inputs_give_the_same_values(route, rng):
+    x, weights, biases = _float32_case(rng, n=6)
+    x = x.transpose(0, 2, 1)
+    with fast.use(conv1d_max_over_time=route):
+        y = F.conv1d_max_over_time(x, weights, biases).numpy()
+        tracked = [tinyhw.Tensor(w, requires_grad=True) for w in weights]
+        with tinyhw.no_grad():
+            y_no_grad = F.conv1d_max_over_time(x, tracked, biases)
+    np.testing.assert_array_equal(y_no_grad.numpy(), y)
+    assert not y_no_grad.requires_grad
+
+
 def test_matches_torch_on_kims_large_char_cnn(rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal((30, 15, 21)).astype(np.float32)

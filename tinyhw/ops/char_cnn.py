@@ -24,7 +24,7 @@ Routes (tinyhw.ops.fast; forced with `fast.use(conv1d_max_over_time=...)`):
              reduction over a time-major layout (fast/char_cnn.py).
 `choose_route` takes "columns" for every call (numpy or cupy); `groups` says how it groups widths.
 """
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape
 from . import fast
 from .fast import char_cnn as columns_route
@@ -111,7 +111,8 @@ class Conv1dMaxOverTime(Function):
             return reference_forward(ctx, x, weights, biases)
         ctx.groups = groups([w.shape[2] for w in weights], [w.shape[0] for w in weights],
                             x.shape[1])
-        return columns_route.forward(ctx, x, weights, biases, ctx.groups)
+        keep = is_grad_enabled() and any(ctx.needs_input_grad)   # else no backward will run
+        return columns_route.forward(ctx, x, weights, biases, ctx.groups, keep)
 
     @staticmethod
     def backward(ctx, gy):

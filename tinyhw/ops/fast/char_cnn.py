@@ -64,10 +64,11 @@ class Group:
             ws[:width, :, offset:offset + out] = weights[index].transpose(2, 1, 0)
         return ws.reshape(self.kmax * self.channels, self.features)
 
-    def forward(self, xp, cols2, ws, n, length, out):
-        """out (N, F_g) = max over time of Z; returns the first-arg-max mask A (N, L, F_g)."""
+    def forward(self, xp, cols2, ws, n, length, out, keep_mask=True):
+        """out (N, F_g) = max over time of Z; returns the first-arg-max mask A (N, L, F_g), or
+        None without keep_mask (no backward will run)."""
         kc, f = ws.shape
-        first = xp.empty((n, length, f), dtype=bool)
+        first = xp.empty((n, length, f), dtype=bool) if keep_mask else None
         z = None
         for a, b in _chunks(xp, n, length * f * cols2.itemsize):
             if z is None:
@@ -78,8 +79,10 @@ class Group:
             for _, width, o, offset in self.members:
                 zc[:, length - width + 1:, offset:offset + o] = -xp.inf
             zc.max(axis=1, out=out[a:b])
-            xp.equal(zc, out[a:b, None, :], out=first[a:b])
-        _keep_first(xp, first)
+            if keep_mask:
+                xp.equal(zc, out[a:b, None, :], out=first[a:b])
+        if keep_mask:
+            _keep_first(xp, first)
         return first
 
     def backward(self, xp, first, cols2, ws, gy, need_x, need_w, dx_t):
@@ -143,7 +146,9 @@ def col2im(xp, dcols, dx_t, kmax):
         dx_t[:, k:] += d[:, :length - k, k]
 
 
-def forward(ctx, x, weights, biases, groups):
+def forward(ctx, x, weights, biases, groups, keep_mask=True):
+    """y (N, sum O_k); saves what backward needs unless keep_mask is False (no gradient will
+    be asked for: no_grad, or no input requires one)."""
     xp = ctx.xp
     n, c, length = x.shape
     cols = columns(xp, x, max(g.kmax for g in groups))
@@ -154,7 +159,7 @@ def forward(ctx, x, weights, biases, groups):
     for g in groups:
         ws = g.stacked(xp, weights)
         y_g = xp.empty((n, g.features), dtype=x.dtype)
-        masks.append(g.forward(xp, cols2, ws, n, length, y_g))
+        masks.append(g.forward(xp, cols2, ws, n, length, y_g, keep_mask))
         stacked.append(ws)
         for index, _, out, offset in g.members:     # kernel k's block of y, plus its bias
             block = y[:, starts[index]:starts[index] + out]
@@ -162,7 +167,8 @@ def forward(ctx, x, weights, biases, groups):
                 block[...] = y_g[:, offset:offset + out]
             else:
                 xp.add(y_g[:, offset:offset + out], biases[index], out=block)
-    ctx.save(cols2, stacked, masks)
+    if keep_mask:
+        ctx.save(cols2, stacked, masks)
     ctx.starts = starts
     return y
 
