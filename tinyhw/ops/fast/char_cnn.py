@@ -16,18 +16,22 @@ cleared to its first hit. Backward: dZ = A * dy (broadcast over t),
     dx[n, c, t + k] += dcols[(n, t), (k, c)]   (col2im: one slab add per k).
 Widths are grouped so that a GEMM is large enough to run fast but wastes few multiplications on
 the zero blocks of Ws: `groups` in ops/char_cnn.py decides. Words are processed in chunks
-(CHUNK_BYTES) so that Z and dZ stay in cache between the GEMMs and the passes over them.
+(CHUNK_BYTES, BACKWARD_CHUNK_BYTES) so that Z and dZ stay in cache between the GEMMs and the passes over them.
 """
 import numpy as np
 
 from . import size
 from .buffers import work_buffer
 
-# Bytes of a chunk's Z (N_chunk L F_g floats): chunks of words small enough that Z stays in
-# cache between the GEMM that writes it and the passes that read it (max, mask; in the
-# backward dZ between its two GEMMs). Measured on the LM's char CNN: 1-2 MiB (about a core's
-# L2) runs fwd+bwd 20% faster than the whole batch at once; 512 KiB is slower again.
+# Bytes of a chunk's Z (N_chunk L F_g floats) in the forward: chunks of words small enough
+# that Z stays in cache between the GEMM that writes it and the passes that read it (max,
+# mask). Measured on the LM's char CNN: 1-2 MiB (about a core's L2) runs fwd+bwd 20% faster
+# than the whole batch at once; 512 KiB is slower again.
 CHUNK_BYTES = 1 << 20
+# The backward's chunks of dZ, read by two GEMMs (dWs, dcols) whose speed suffers more from
+# small chunks than from dZ leaving L2: 4 MiB measured 15% faster than 1 MiB on the large
+# config (the small one the same from 1 MiB to the whole batch).
+BACKWARD_CHUNK_BYTES = 4 << 20
 
 
 def columns(xp, x, kmax):
@@ -91,7 +95,7 @@ class Group:
         n, length, f = first.shape
         kc = ws.shape[0]
         dws = xp.zeros((f, kc), dtype=gy.dtype) if need_w else None
-        chunks = _chunks(xp, n, length * f * gy.itemsize)
+        chunks = _chunks(xp, n, length * f * gy.itemsize, BACKWARD_CHUNK_BYTES)
         words = chunks[0][1]
         dz = work_buffer(xp, "conv_max_dz", (words, length, f), gy.dtype)
         if need_w and len(chunks) > 1:
@@ -119,11 +123,12 @@ class Group:
             grads[index] = dws[offset:offset + out, :width].transpose(0, 2, 1).copy()
 
 
-def _chunks(xp, n, bytes_per_word):
-    """(start, stop) of the chunks of words whose Z (or dZ) fits in CHUNK_BYTES (or the
-    conv_chunk_bytes of an enclosing fast.use); the whole batch at once on the GPU."""
-    words = n if xp is not np else max(1, min(n, size("conv_chunk_bytes", CHUNK_BYTES)
-                                              // bytes_per_word))
+def _chunks(xp, n, bytes_per_word, default=None):
+    """(start, stop) of the chunks of words whose Z (or dZ) fits in `default` bytes
+    (CHUNK_BYTES if None), or the conv_chunk_bytes of an enclosing fast.use; the whole batch
+    at once on the GPU."""
+    budget = size("conv_chunk_bytes", default or CHUNK_BYTES)
+    words = n if xp is not np else max(1, min(n, budget // bytes_per_word))
     return [(a, min(a + words, n)) for a in range(0, n, words)]
 
 
