@@ -16,7 +16,8 @@ cleared to its first hit. Backward: dZ = A * dy (broadcast over t),
     dx[n, c, t + k] += dcols[(n, t), (k, c)]   (col2im: one slab add per k).
 Widths are grouped so that a GEMM is large enough to run fast but wastes few multiplications on
 the zero blocks of Ws: `groups` in ops/char_cnn.py decides. Words are processed in chunks
-(CHUNK_BYTES, BACKWARD_CHUNK_BYTES) so that Z and dZ stay in cache between the GEMMs and the passes over them.
+(CHUNK_BYTES, BACKWARD_CHUNK_BYTES) so that Z and dZ stay in cache between the GEMMs and the
+passes over them.
 """
 import numpy as np
 
