@@ -7,6 +7,15 @@ machine: OpenBLAS worker threads spin for a while after a call and would steal t
 next timed call needs. Alternating within a round makes the ratio robust to the machine's
 speed drifting between rounds.
 
+BLAS kernels: some machines of this project set OPENBLAS_CORETYPE=Haswell (with
+OPENBLAS_L2_SIZE) in their environment, for the sake of old OpenBLAS builds that misbehave on
+their processors. That forces numpy's OpenBLAS onto its AVX2 kernels on an AVX-512 machine,
+while torch picks its own kernels (oneDNN) regardless: the 1024^3 GEMM runs ~3x slower and a
+resnet20 step ~1.3x. The GEMM line therefore names the OpenBLAS kernel in use, and the
+results in results/bench/ were measured with both variables unset for that command alone:
+`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/ops.py ...` (tests and CI keep the
+environment as it is).
+
 GEMM rate: this host switches between a fast and a slow state (~2x, for minutes at a time),
 which moves every absolute time. So each bench measures a float32 1024^3 matrix product on
 the threads it runs with, at its start, in every round and at its end, and prints the rate
@@ -86,7 +95,7 @@ class Gemm:
 
     def line(self, when):
         """One line for the table: both rates now, with the thread counts they ran on."""
-        ours = f"numpy {self.rate():.0f} GFLOP/s ({blas_threads()} BLAS threads)"
+        ours = f"numpy {self.rate():.0f} GFLOP/s ({blas_threads()} BLAS threads, {blas_kernel()})"
         theirs = self.torch_rate()
         theirs = (f", torch {theirs:.0f} GFLOP/s ({self.torch.get_num_threads()} threads)"
                   if theirs is not None else "")
@@ -109,6 +118,20 @@ def blas_threads():
         return "?"
     counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
     return max(counts) if counts else "?"
+
+
+def blas_kernel():
+    """'OpenBLAS 0.3.31 SkylakeX kernels' (threadpoolctl), plus the forcing variable when set."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS kernels unknown (no threadpoolctl)"
+    libs = [f"{i.get('internal_api', '?')} {i.get('version', '?')} "
+            f"{i.get('architecture', '?')} kernels"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return ", ".join(libs or ["BLAS unknown"]) + (f", forced by OPENBLAS_CORETYPE={forced}"
+                                                  if forced else "")
 
 
 def gemm_span(rates):
