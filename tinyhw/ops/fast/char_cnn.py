@@ -26,8 +26,9 @@ from .buffers import work_buffer
 
 # Bytes of a chunk's Z (N_chunk L F_g floats) in the forward: chunks of words small enough
 # that Z stays in cache between the GEMM that writes it and the passes that read it (max,
-# mask). Measured on the LM's char CNN: 1-2 MiB (about a core's L2) runs fwd+bwd 20% faster
-# than the whole batch at once; 512 KiB is slower again.
+# mask). Measured on the LM's char CNN (OpenBLAS's Haswell kernels; not re-tuned for its
+# AVX-512 ones): 1-2 MiB (a core's L2 or two) runs fwd+bwd 20% faster than the whole batch
+# at once; 512 KiB is slower again.
 CHUNK_BYTES = 1 << 20
 # The backward's chunks of dZ, read by two GEMMs (dWs, dcols) whose speed suffers more from
 # small chunks than from dZ leaving L2: 4 MiB measured 15% faster than 1 MiB on the large
