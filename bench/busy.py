@@ -242,10 +242,7 @@ def main():
                         "rule settled idle first), their mean against the idle median")
     timing.add_out_argument(p, "results/bench/busy.txt")
     args = p.parse_args()
-    names = [n for n in args.workloads.split(",") if n]
-    bad = [n for n in names if n not in WORKLOADS]
-    if bad:
-        p.error(f"--workloads: unknown {bad}; choose from {', '.join(WORKLOADS)}")
+    names = timing.choices_list(p, args.workloads, "--workloads", WORKLOADS)
     if args.rounds < 1 or (args.steps is not None and args.steps < 1) or args.arrival < 0:
         p.error("--rounds and --steps must be at least 1, --arrival at least 0")
     # SIGTERM (e.g. `timeout`) ends the bench through SystemExit, so hog()'s exit kills it.

@@ -111,10 +111,7 @@ def main():
     p.add_argument("--top", type=int, default=12, help="functions listed per workload (default 12)")
     timing.add_out_argument(p, "results/bench/profile_step.txt")
     args = p.parse_args()
-    workloads = [w for w in args.workloads.split(",") if w]
-    bad = [w for w in workloads if w not in WORKLOADS]
-    if bad:
-        p.error(f"--workloads: unknown {bad}; choose from {', '.join(WORKLOADS)}")
+    workloads = timing.choices_list(p, args.workloads, "--workloads", WORKLOADS)
     if args.steps < 1 or args.top < 1:
         p.error(f"--steps and --top must be at least 1, got {args.steps} and {args.top}")
     from tinyhw.backend import keep_freed_memory

@@ -202,6 +202,15 @@ class Report:
             self.file = None
 
 
+def choices_list(parser, value, flag, choices):
+    """The comma-separated names in `value`; an unknown one is a parser error naming `flag`."""
+    names = [n for n in value.split(",") if n]
+    bad = [n for n in names if n not in choices]
+    if bad:
+        parser.error(f"{flag}: unknown {bad}; choose from {', '.join(choices)}")
+    return names
+
+
 def add_out_argument(parser, example):
     parser.add_argument("--out", metavar="FILE",
                         help=f"also write the table to FILE, under the command line that made it "
