@@ -191,9 +191,11 @@ def test_conv2d_routes_match_torch(geometry, route, rng):
                                    (False, False, True)])
 def test_shifted_routes_in_chunks_match_reference(route, needs, rng):
     """Several chunks with a short last one (5 images, one per chunk), every subset of
-    gradients; 3x3 'same', an asymmetric kernel with padding beyond it, and the strided convs
+    gradients; 3x3 'same', an asymmetric kernel with padding beyond it, a 3x5 kernel with two
+    wrapped columns on each side of a folded grid (at row stride 2), and the strided convs
     of a ResNet's stage changes (3x3 stride 2, 1x1 stride 2 with padding)."""
     for w_shape, stride, padding in [((4, 3, 3, 3), 1, 1), ((2, 3, 2, 3), 1, (3, 0)),
+                                     ((2, 3, 3, 5), (2, 1), (1, 2)),
                                      ((4, 3, 3, 3), 2, 1), ((4, 3, 1, 1), 2, 1),
                                      ((2, 3, 3, 2), (2, 3), (0, 1))]:
         x = rng.standard_normal((5, 3, 6, 7))
@@ -219,6 +221,25 @@ def test_default_chunks_match_reference(stride, padding, rng):
         assert_same(run(conv2d, route, x, w, None, stride, padding, dy), want, np.float64)
 
 
+def test_folded_columns():
+    """At column stride 1 with Wo <= W the shifted route folds the column padding: rows of W
+    cells, the data `lead` = pw cells into the buffer, and for each column shift jj the output
+    columns whose read wraps onto a neighbouring row (col + jj - pw outside [0, W))."""
+    assert flat_grid.can_fold(3, 1, 1) and flat_grid.can_fold(5, 1, 2) and flat_grid.can_fold(2, 1, 0)
+    assert not flat_grid.can_fold(3, 2, 1) and not flat_grid.can_fold(3, 1, 2)
+    grid = flat_grid.FlatGrid(np, (4, 3, 6, 7), (3, 5), (1, 1), (1, 2), 15, 8, fold_columns=True)
+    assert (grid.wq, grid.lead, grid.hq) == (7, 2, 7)
+    assert grid.wrapped == {0: [0, 1], 1: [0], 2: [], 3: [6], 4: [5, 6]}
+    rows = np.ones((2, 3 * 7))
+    grid.zero_wrapped(rows, 4)
+    assert (rows.reshape(2, 3, 7)[:, :, 5:] == 0).all() and (rows.reshape(2, 3, 7)[:, :, :5] == 1).all()
+    unfolded = flat_grid.FlatGrid(np, (4, 3, 6, 7), (3, 5), (1, 1), (1, 2), 15, 8)
+    assert (unfolded.wq, unfolded.lead, unfolded.wrapped) == (9, 0, {})
+    with pytest.raises(ValueError, match=r"FlatGrid: cannot fold columns of kernel width 3, "
+                                         r"stride 2, padding 1; expected stride 1"):
+        flat_grid.FlatGrid(np, (4, 3, 6, 7), (3, 3), (1, 2), (1, 1), 9, 8, fold_columns=True)
+
+
 def test_chunk_size_follows_the_budget():
     """CIFAR's first stage: 16 channels of 32x32 give several images per chunk, and no chunk
     is larger than the budget unless it holds a single image."""
@@ -234,8 +255,8 @@ def test_chunk_size_follows_the_budget():
 
 def test_choose_route():
     assert conv.choose_route((4, 3, 1, 1), (0, 0)) == "pointwise"
-    assert conv.choose_route((4, 3, 1, 1), (1, 1)) == "shifted-per-offset"
-    assert conv.choose_route((16, 16, 3, 3), (1, 1)) == "shifted-per-offset"
+    assert conv.choose_route((4, 3, 1, 1), (1, 1)) == "shifted"
+    assert conv.choose_route((16, 16, 3, 3), (1, 1)) == "shifted"
     assert conv.choose_route((64, 64, 3, 3), (1, 1)) == "shifted"
     assert conv.choose_route((64, 17, 1, 3), (0, 0)) == "shifted"
 

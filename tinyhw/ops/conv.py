@@ -31,8 +31,10 @@ docstring) unless `tinyhw.ops.fast.use(...)` forces one, e.g. `with fast.use("re
                       (fast/conv_pointwise.py).
   shifted             any kernel: no im2col; GEMMs on a few contiguous shifts of the flat
                       padded images (per stride phase), finished by shifted adds, in chunks
-                      of images that fit in L2 (fast/conv_shifted.py, fast/flat_grid.py).
-  shifted-per-offset  the same, with dW as one GEMM per column shift (faster for few channels).
+                      of images that fit in L2 (fast/conv_shifted.py, fast/flat_grid.py); at
+                      column stride 1 the column padding is folded into masks.
+  shifted-per-offset  the same on padded columns, with dW as one GEMM per column shift; never
+                      chosen (see choose_route), kept as the unfolded layout's route.
 All compute the same sums, in different orders. conv1d is conv2d with H = 1 and runs on the
 same routes (forced with `fast.use(conv1d=...)`).
 """
@@ -86,13 +88,14 @@ def reference_backward(ctx, gy):
 
 def choose_route(w_shape, padding):
     """The route a call takes when none is forced, from the kernel's shape (O, C, kh, kw) and
-    the padding pair: "pointwise" for a 1x1 kernel without padding, else "shifted-per-offset"
-    up to fast.conv_shifted.PER_OFFSET_MAX_CHANNELS (16) input channels, else "shifted".
-    The same on the CPU and the GPU; "reference" is never chosen for speed."""
+    the padding pair: "pointwise" for a 1x1 kernel without padding, else "shifted".
+    The same on the CPU and the GPU; "reference" is never chosen for speed. ("shifted-per-offset"
+    was the rule's choice up to 16 input channels until "shifted" folded its column padding:
+    a resnet20 step is now ~10% faster on "shifted" with OpenBLAS's SkylakeX kernels, ~3%
+    slower with its Haswell ones; bench/NOTES.md.)"""
     if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0):
         return "pointwise"
-    return "shifted-per-offset" if w_shape[1] <= conv_shifted.PER_OFFSET_MAX_CHANNELS \
-        else "shifted"
+    return "shifted"
 
 
 # (forward, backward) per route. A forward returns (N, O, Ho, Wo) with the bias added; a
@@ -100,9 +103,9 @@ def choose_route(w_shape, padding):
 _ROUTE_FUNCTIONS = {
     "reference": (reference_forward, reference_backward),
     "pointwise": (conv_pointwise.forward, conv_pointwise.backward),
-    "shifted": (conv_shifted.forward, functools.partial(conv_shifted.backward, per_offset=False)),
-    "shifted-per-offset": (conv_shifted.forward,
-                           functools.partial(conv_shifted.backward, per_offset=True)),
+    "shifted": (functools.partial(conv_shifted.forward, per_offset=False), conv_shifted.backward),
+    "shifted-per-offset": (functools.partial(conv_shifted.forward, per_offset=True),
+                           conv_shifted.backward),
 }
 
 

@@ -1,10 +1,12 @@
 """conv2d's shifted routes, "shifted" and "shifted-per-offset" (see ops/conv.py for the
 formulas: y = W cols, dW = dY cols^T, dcols = W^T dY; this file evaluates them without
-building cols). Both run any kernel, stride and padding; conv.choose_route takes them for
-every kernel but 1x1 without padding. They differ only in how dW is formed (see
-_WeightGradient): "shifted-per-offset" for up to PER_OFFSET_MAX_CHANNELS input channels."""
+building cols). Both run any kernel, stride and padding; conv.choose_route takes "shifted"
+for every kernel but 1x1 without padding. They differ in the grid's columns and in how dW is
+formed: "shifted" folds the column padding into masks where it can (flat_grid.FlatGrid) and
+forms dW with one GEMM per chunk; "shifted-per-offset" keeps padded columns and forms dW
+with one GEMM per column shift on views of the phases (_WeightGradient)."""
 from .buffers import work_buffer
-from .flat_grid import FlatGrid, sum_of_shifted_blocks
+from .flat_grid import FlatGrid, can_fold, sum_of_shifted_blocks
 
 
 # ---- shifted route: any kernel and stride -------------------------------------------------
@@ -39,29 +41,34 @@ from .flat_grid import FlatGrid, sum_of_shifted_blocks
 # and the GEMM is no faster); the chunks split between two threads, each GEMM on a
 # single-threaded BLAS, gained nothing steady on an idle machine (the GIL hand-offs between
 # the many small NumPy calls of a chunk eat the second core).
-
-# conv.choose_route takes "shifted-per-offset" (dW as one GEMM per block of X, on views of the
-# phases; see backward) up to this many input channels.
-PER_OFFSET_MAX_CHANNELS = 16
+# Folded columns (flat_grid.FlatGrid, at column stride 1): rows of W cells without padding,
+# so the writes into the grid and the crops out of it move whole planes; the column shifts
+# that wrapped onto a neighbouring row are zeroed in X after the copies, and in dX before its
+# shifted sum. On resnet20 (batch 128) that made the step ~10% faster (bench/NOTES.md).
 
 
 class _Layout:
     """Geometry of one call: the FlatGrid, its phases, X's blocks (one per phase and column
     shift jj, phase by phase) and the number of row shifts ii (Z's row blocks)."""
 
-    def __init__(self, xp, x_shape, w_shape, stride, padding, itemsize):
+    def __init__(self, xp, x_shape, w_shape, stride, padding, itemsize, per_offset):
         (o, c, kh, kw) = w_shape
-        self.stride = stride
+        self.stride, self.per_offset = stride, per_offset
+        # per_offset's dW reads X's column shifts as views of the phases, which need real
+        # zero padding: it keeps the padded columns.
+        fold = not per_offset and can_fold(kw, stride[1], padding[1])
         self.row_taps = -(-kh // stride[0])       # row shifts ii (phase a = 0 has the most)
         self.col_taps = -(-kw // stride[1])       # column shifts jj (phase b = 0)
-        phases = FlatGrid(xp, x_shape, (kh, kw), stride, padding, 1, itemsize).phases()
+        phases = FlatGrid(xp, x_shape, (kh, kw), stride, padding, 1, itemsize, fold).phases()
         self.blocks, self.first_block = [], []    # blocks (a, b, jj); each phase's jj = 0 block
         for a, b, _, cp in phases:
             self.first_block.append(len(self.blocks))
             self.blocks += [(a, b, jj) for jj in range(cp.taps)]
         rows = max(len(self.blocks) * c, self.row_taps * o)   # X's and Z's rows per column
-        self.grid = FlatGrid(xp, x_shape, (kh, kw), stride, padding, rows, itemsize)
-        self.span = self.grid.size + (self.row_taps - 1) * self.grid.wq   # columns Z covers
+        self.grid = FlatGrid(xp, x_shape, (kh, kw), stride, padding, rows, itemsize, fold)
+        # columns Z covers: the planes and their row shifts (and the folded grid's lead, so
+        # that the backward's sums reach the last data cell)
+        self.span = self.grid.size + (self.row_taps - 1) * self.grid.wq + self.grid.lead
 
     def stacked_weights(self, xp, w):
         """Wst (row_taps O, blocks C): Wst[(ii, o), (block, c)] = W[o, c, s_h ii + a, s_w jj + b],
@@ -88,20 +95,23 @@ class _Layout:
         (n_blocks, C, columns)."""
         grid = self.grid
         for first, (_, _, rp, cp) in zip(self.first_block, grid.phases()):
-            grid.write(blocks[first], 0, (rp.first_cell, cp.first_cell), grid.inputs(x, rp, cp))
+            grid.write(blocks[first], grid.lead, grid.corner(rp, cp), grid.inputs(x, rp, cp))
 
     def write_columns(self, blocks, x):
-        """All of X for the images x: the phases, then their column-shifted copies."""
+        """All of X for the images x: the phases, then their column-shifted copies (then, on a
+        folded grid, the reads that wrapped onto a neighbouring row zeroed)."""
         self.write_phases(blocks, x)
         for k, (_, _, jj) in enumerate(self.blocks):
             if jj:
                 blocks[k, :, :self.span] = blocks[k - jj, :, jj:jj + self.span]
+        for k, (_, _, jj) in enumerate(self.blocks):
+            self.grid.zero_wrapped(blocks[k], jj)
 
 
-def forward(ctx, x, w, b, stride, padding):
+def forward(ctx, x, w, b, stride, padding, per_offset):
     xp = ctx.xp
     (n, c, _, _), (o, _, _, _) = x.shape, w.shape
-    ctx.layout = layout = _Layout(xp, x.shape, w.shape, stride, padding, x.itemsize)
+    ctx.layout = layout = _Layout(xp, x.shape, w.shape, stride, padding, x.itemsize, per_offset)
     grid, span = layout.grid, layout.span
     # A bias rides along in the GEMM as one more row of X (all ones) and one more column of
     # Wst (b for the block i = 0, zero for the others): no extra pass over the output.
@@ -126,7 +136,7 @@ def forward(ctx, x, w, b, stride, padding):
     return y
 
 
-def backward(ctx, gy, per_offset):
+def backward(ctx, gy):
     # With g[o, q] = dy on the wide grid (zero at garbage positions) and
     # Gs[(ii, o), t] = g[o, t - ii Wq]  (the row shifts of g):
     #   dWst = sum over chunks of  Gs X^T  (one GEMM per chunk), then dW from dWst,
@@ -146,7 +156,7 @@ def backward(ctx, gy, per_offset):
     g = gs[taps - 1]                             # Gs block ii: g moved ii rows
     gs_rows = gs.reshape(taps * o, -1)[:, :length]
     dx = db = None
-    dw = _WeightGradient(xp, layout, x, w, gy.dtype, per_offset) if need_dw else None
+    dw = _WeightGradient(xp, layout, x, w, gy.dtype) if need_dw else None
     if need_db:
         db = xp.zeros(o, dtype=gy.dtype)
         ones = xp.ones(g.shape[1], dtype=gy.dtype)
@@ -173,15 +183,16 @@ def backward(ctx, gy, per_offset):
 class _WeightGradient:
     """dWst accumulated over the chunks (Gs X^T), then dW.
 
-    per_offset: each block of X is a column shift of a phase, so dW can be one GEMM per
-    block on views of the phases, with no copies; OpenBLAS also runs these (row_taps O, C)
-    products faster than one (row_taps O, blocks C) product when C <= 16 (measured).
-    Otherwise one GEMM on all of X, written out."""
+    per_offset (padded columns only): each block of X is a column shift of a phase, so dW can
+    be one GEMM per block on views of the phases, with no copies; with OpenBLAS's Haswell
+    kernels these (row_taps O, C) products ran faster than one (row_taps O, blocks C) product
+    for C <= 16 (with its SkylakeX kernels they do not). Otherwise one GEMM on all of X,
+    written out (with the wrapped reads of a folded grid zeroed)."""
 
-    def __init__(self, xp, layout, x, w, dtype, per_offset):
+    def __init__(self, xp, layout, x, w, dtype):
         self.xp, self.layout, self.x, self.w_shape = xp, layout, x, w.shape
         c, n_blocks, rows = w.shape[1], len(layout.blocks), layout.row_taps * w.shape[0]
-        self.per_offset = per_offset
+        self.per_offset = layout.per_offset
         self.buf = work_buffer(xp, "columns", (n_blocks * c, layout.span + layout.col_taps - 1),
                                x.dtype, zero=True)
         self.blocks = self.buf.reshape(n_blocks, c, -1)
@@ -210,9 +221,12 @@ def _phase_gradients(layout, d, joff, dx):
     """Sum each phase's column-shift blocks of d (blocks, C, length) and write the data cells
     to dx (k, C, H, W), at that phase's positions."""
     grid = layout.grid
+    for k, (_, _, jj) in enumerate(layout.blocks):   # reads that wrapped fed no input
+        grid.zero_wrapped(d[k, :, joff:], jj)
     for first, (_, _, rp, cp) in zip(layout.first_block, grid.phases()):
         target = grid.inputs(dx, rp, cp)
         sum_of_shifted_blocks(
-            d[first:first + cp.taps], [joff - jj for jj in range(cp.taps)], grid.size,
-            lambda t: grid.view(t, dx.shape[0], (rp.first_cell, cp.first_cell), target.shape[2:]),
+            d[first:first + cp.taps], [joff - jj for jj in range(cp.taps)], grid.lead + grid.size,
+            lambda t: grid.view(t[:, grid.lead:], dx.shape[0], grid.corner(rp, cp),
+                                target.shape[2:]),
             target)

@@ -7,7 +7,11 @@ two grids differ in their planes, for speed: PhaseGrid gives every phase the sam
 (ceil((H + 2p) / s) rows), one per channel and image, all in one array; FlatGrid keeps only the
 phases some kernel offset reads (a < min(s, k)), makes planes as small as the shifted reads
 allow (`_pitch`: a read past a plane's end lands on the next plane's leading zeros) and lays
-out chunks of images that fit in L2, which the GEMMs of conv need and pooling does not."""
+out chunks of images that fit in L2, which the GEMMs of conv need and pooling does not.
+
+At stride 1 along the columns, FlatGrid can also fold the column padding away (see FlatGrid):
+rows then hold the W inputs and nothing else, so every copy into or out of the grid moves
+whole planes (H W contiguous values per image and channel) instead of rows of W."""
 import numpy as np
 
 from ..window import AxisPhase, output_size
@@ -24,6 +28,12 @@ def images_per_chunk(n, bytes_per_image):
     """How many of n images one chunk of the shifted route holds (at least one); the budget
     is CHUNK_BYTES unless an enclosing fast.use(conv_chunk_bytes=...) sets another."""
     return max(1, min(n, size("conv_chunk_bytes", CHUNK_BYTES) // bytes_per_image))
+
+
+def can_fold(kw, sw, pw):
+    """Whether FlatGrid can fold the column padding (kernel width kw, column stride sw,
+    padding pw): stride 1 and no output column beyond the input's (Wo <= W)."""
+    return sw == 1 and 2 * pw <= kw - 1
 
 
 def _pitch(phases, outputs):
@@ -48,15 +58,35 @@ class FlatGrid:
     plane's (row's) leading padding, zero like its own trailing padding would be.
     rows_per_image (the largest temporary's rows per image) and itemsize set the chunk size
     m; on the GPU (any xp but numpy) the whole batch is one chunk.
+
+    Folded columns (fold_columns=True; only at column stride 1 with 2 pw <= kw - 1, i.e. Wo <=
+    W, see `can_fold`). The pitch is Wq = W: no padding cells in a row, so a plane's data is
+    one contiguous run of H W cells and writes and crops move whole planes (numpy copies short
+    rows at several times memcpy's cost). The grid's data start `lead` = pw cells into its
+    buffer, so a column shift jj still reads flat cell q + jj of the buffer, i.e. input column
+    w + jj - pw of the same row for output cell q = (h, w). Where that column is outside
+    [0, W) the read lands on the neighbouring row's last (first) inputs instead of on zero
+    padding: the shifted copy must be zeroed at those output columns (`wrapped[jj]`,
+    `zero_wrapped`), and so must the gradient of that copy before it is added back.
     """
 
-    def __init__(self, xp, x_shape, kernel, stride, padding, rows_per_image, itemsize):
+    def __init__(self, xp, x_shape, kernel, stride, padding, rows_per_image, itemsize,
+                 fold_columns=False):
         (n, _, h, w), (kh, kw), (sh, sw), (ph, pw) = x_shape, kernel, stride, padding
         self.ho, self.wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         self.stride = stride
         self.row_phases = [AxisPhase(a, kh, sh, ph, h) for a in range(min(sh, kh))]
         self.col_phases = [AxisPhase(b, kw, sw, pw, w) for b in range(min(sw, kw))]
         self.hq, self.wq = _pitch(self.row_phases, self.ho), _pitch(self.col_phases, self.wo)
+        self.folded = fold_columns
+        self.lead, self.wrapped = 0, {}   # wrapped: column shift jj -> output columns to zero
+        if fold_columns:
+            if not can_fold(kw, sw, pw):
+                raise ValueError(f"FlatGrid: cannot fold columns of kernel width {kw}, stride "
+                                 f"{sw}, padding {pw}; expected stride 1 and 2 pw <= kw - 1")
+            self.wq, self.lead = w, pw
+            self.wrapped = {jj: [col for col in range(w) if not 0 <= col + jj - pw < w]
+                            for jj in range(kw)}
         self.cell = self.hq * self.wq
         per_image = rows_per_image * self.cell * itemsize
         self.images = n if xp is not np else images_per_chunk(n, per_image)
@@ -70,6 +100,18 @@ class FlatGrid:
         """(a, b, row phase, column phase) of every phase some kernel offset reads."""
         return [(a, b, rp, cp) for a, rp in enumerate(self.row_phases)
                 for b, cp in enumerate(self.col_phases)]
+
+    def corner(self, rp, cp):
+        """(row, column) of phase (rp, cp)'s first data cell in its planes."""
+        return rp.first_cell, (0 if self.folded else cp.first_cell)
+
+    def zero_wrapped(self, rows, jj):
+        """Zero, in column shift jj of a folded grid, the output columns whose read wrapped
+        onto a neighbouring row: rows (R, L) is that shift with column 0 at output cell 0.
+        Each column is one strided view over all rows, planes and channels (a cell past the
+        grid's last row is zeroed too: no output reads it)."""
+        for col in self.wrapped.get(jj, ()):
+            rows[:, col::self.wq] = 0
 
     def inputs(self, x, rp, cp):
         """The inputs of x (k, R, H, W) that phase (rp, cp) holds: a strided view."""
