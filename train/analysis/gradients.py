@@ -110,7 +110,8 @@ DEFINITIONS = {
                          "input, through the block; null where the block changes the shape",
     "norm_ratio": "||F(h)|| / ||h||, h the block's input",
     "F": "F(h) = block(h) - shortcut(h); L the cross-entropy, its logit gradient computed "
-         "without cancellation; per image, then summarised over images",
+         "without cancellation; per example (an image, or a word of the char-LM), then "
+         "summarised over the examples",
 }
 
 
