@@ -56,6 +56,23 @@ def test_tiny_net_learns_and_writes_its_run_folder(folder, tmp_path, capsys):
     assert last_line.startswith("final val top-1 error") and "top-5 error" in last_line
 
 
+def test_val_every_scores_every_nth_epoch_and_the_last(folder, tmp_path, capsys):
+    """--val-every 2 over 3 epochs: the val split is scored after epochs 2 and 3 only; best.npz
+    comes from a scored epoch, and the final record reuses epoch 3's scores."""
+    out = tmp_path / "run"
+    final = _run(folder, out, "--epochs", "3", "--val-every", "2")
+    records = _records(out)
+    epochs = [r for r in records if not r.get("final")]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert ["val_top1_err" in r for r in epochs] == [False, True, True]
+    assert all("train_loss" in r for r in epochs)
+    assert records[-1]["val_top1_err"] == epochs[-1]["val_top1_err"] == final["top1_err"]
+    assert serialize.load(out / "best.npz")[1]["epoch"] in (2, 3)
+    lines = capsys.readouterr().out.splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert ["val loss" in line for line in epoch_lines] == [False, True, True]
+
+
 def test_resume_mid_epoch_matches_an_uninterrupted_run(folder, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     _run(folder, whole, "--epochs", "2", "--checkpoint-every", "0")
@@ -118,6 +135,8 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [(["--epochs", "0"], "--epochs must be at least 1"),
+                                          (["--val-every", "0"],
+                                           "--val-every must be at least 1, got 0"),
                                           (["--lr", "-1"], "--lr > 0"),
                                           (["--lr", "nan"], "--lr must be a positive finite"),
                                           (["--arch", "resnet18"], "invalid choice")])

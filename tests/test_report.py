@@ -152,6 +152,26 @@ def test_a_run_stopped_by_max_steps_before_an_epoch_ended_is_labelled(no_plots, 
     assert rows["done"][3] == "1 of 1" and rows["done"][5] == "456.70"
 
 
+def test_image_run_scored_every_other_epoch(no_plots, tmp_path):
+    """train.image --val-every 2: epochs without val keys are read, the row shows the last
+    scored epoch, and curves take the scored epochs only; a record with some val keys but not
+    all is an error."""
+    unscored = {k: v for k, v in _image_epoch(3, 0.2, 0.02).items() if not k.startswith("val_")}
+    run = _write_run(tmp_path / "sparse", ["python -m train.image --epochs 10 --val-every 2"],
+                     [_image_epoch(2, 0.4, 0.1), unscored])
+    rows = _rows(report.main([str(run), "--out", str(tmp_path / "out")]))
+    assert rows["sparse"][3] == "3 of 10 (running/stopped)" and rows["sparse"][4] == "40.00"
+    read = report.load_run(run)
+    assert read.curve("val_top1_err", 100) == ([2], [40.0])
+    assert read.curve("train_loss") == ([2, 3], [1.0, 1.0])
+    partial = {k: v for k, v in unscored.items()}
+    partial["val_top1_err"] = 0.3
+    bad = _write_run(tmp_path / "partial", ["python -m train.image --epochs 10"], [partial])
+    with pytest.raises(SystemExit, match=r"partial[/\\]metrics\.jsonl:1: epoch record lacks "
+                                         r"val_loss, val_top5_err"):
+        report.main([str(bad), "--out", str(tmp_path / "out2")])
+
+
 def test_bad_json_line_names_file_and_line(tmp_path):
     run = _write_run(tmp_path / "bad", ["python -m train.lm"], [_lm_epoch(1, 200.0)],
                      tail="{not json\n" + json.dumps(_lm_epoch(2, 150.0)) + "\n")

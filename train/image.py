@@ -12,12 +12,13 @@ with the ImageNet ones (random resized crop 224 and flip; shorter side 256, cent
 Optimisation: SGD with momentum 0.9 and weight decay (default 5e-4, on every parameter), the
 learning rate set every step by a cosine schedule (default) or a step schedule (times 0.1 at
 50% and 75% of the epochs, He et al.'s CIFAR recipe in proportion), after an optional linear
-warm-up. After every epoch the val split is scored: cross-entropy, top-1 and top-5 error.
+warm-up. After every epoch (or every --val-every epochs, and always after the last) the val
+split is scored: cross-entropy, top-1 and top-5 error.
 
 Writes into --out: command.txt, metrics.jsonl (one record per epoch), last.npz (model,
 optimizer, position and random state, written atomically at each epoch end and every
 --checkpoint-every steps; --resume continues from it exactly) and best.npz (the model with the
-lowest val top-1 error). A NaN or infinite loss stops the run and keeps the last good checkpoint.
+lowest val top-1 error among the scored epochs). A NaN or infinite loss stops the run and keeps the last good checkpoint.
 The last line printed gives the final val errors.
 
 Every image file is checked before training: a file Pillow cannot read is an error naming it,
@@ -84,6 +85,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.0,
                    help="epochs of linear warm-up from 0 to --lr (default 0; 1-2 helps nets "
                         "without BN)")
+    p.add_argument("--val-every", type=int, default=1,
+                   help="score the val split every N epochs and after the last one (default 1: "
+                        "every epoch); on a CPU a full val pass costs about a third of an "
+                        "epoch's training on as many images")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many training steps in all (default: no limit)")
     p.add_argument("--workers", type=int, default=2, help="loader threads (default 2)")
@@ -99,7 +104,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="run folder (default runs/image_<arch>[_nobn])")
     add_run_arguments(p, checkpoint_every=200)
     args = p.parse_args(argv)
-    require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps", "limit"))
+    require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps", "limit",
+                                   "val_every"))
     if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
         p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
     require_positive_finite(p, args, ("lr",))      # NaN passes the comparisons above
@@ -292,7 +298,31 @@ class Trainer:
         self.save(a.out / "last.npz")
         return True
 
+    def scores_val(self, epoch):
+        """Whether the end of (1-based) epoch scores the val split (--val-every, and the last)."""
+        return epoch % self.args.val_every == 0 or epoch == self.args.epochs
+
     def end_epoch(self, seconds, images_per_s):
+        a = self.args
+        record = {"epoch": self.epoch + 1, "step": self.step,
+                  "lr": self.opt.param_groups[0]["lr"],
+                  "train_loss": self.epoch_loss / max(self.epoch_seen, 1),
+                  "train_top1_err": self.epoch_wrong / max(self.epoch_seen, 1)}
+        scored = ""
+        if self.scores_val(self.epoch + 1):
+            scored = self.score_val(record)
+        record.update(seconds=seconds, images_per_s=images_per_s)
+        self.history.append(record)
+        if self.comm.is_root:
+            append_metrics(a.out, record)
+        print(f"epoch {self.epoch + 1:3d}  lr {record['lr']:.4f}  train loss "
+              f"{record['train_loss']:.3f} err {100 * record['train_top1_err']:5.2f}%{scored}  "
+              f"{images_per_s:.0f} img/s", flush=True)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
+
+    def score_val(self, record):
+        """Score the val split into `record`, keep best.npz; the text the epoch line shows."""
         a = self.args
         val = on_root(self.comm, lambda: evaluate(self.model, self.val_loader, self.device))
         improved = val["top1_err"] < self.best_top1
@@ -302,23 +332,10 @@ class Trainer:
                 serialize.save(self.model.state_dict(), a.out / "best.npz",
                                meta={"arch": a.arch, "bn": a.bn, **self.net_meta(),
                                      "epoch": self.epoch + 1, **val})
-        record = {"epoch": self.epoch + 1, "step": self.step,
-                  "lr": self.opt.param_groups[0]["lr"],
-                  "train_loss": self.epoch_loss / max(self.epoch_seen, 1),
-                  "train_top1_err": self.epoch_wrong / max(self.epoch_seen, 1),
-                  "val_loss": val["loss"], "val_top1_err": val["top1_err"],
-                  "val_top5_err": val["top5_err"], "seconds": seconds,
-                  "images_per_s": images_per_s}
-        self.history.append(record)
-        if self.comm.is_root:
-            append_metrics(a.out, record)
-        print(f"epoch {self.epoch + 1:3d}  lr {record['lr']:.4f}  train loss "
-              f"{record['train_loss']:.3f} err {100 * record['train_top1_err']:5.2f}%  val loss "
-              f"{val['loss']:.3f} top-1 {100 * val['top1_err']:5.2f}% top-5 "
-              f"{100 * val['top5_err']:5.2f}%{'  (best)' if improved else ''}  "
-              f"{images_per_s:.0f} img/s", flush=True)
-        self.epoch, self.batch = self.epoch + 1, 0
-        self.epoch_loss, self.epoch_wrong, self.epoch_seen = 0.0, 0, 0
+        record.update(val_loss=val["loss"], val_top1_err=val["top1_err"],
+                      val_top5_err=val["top5_err"])
+        return (f"  val loss {val['loss']:.3f} top-1 {100 * val['top1_err']:5.2f}% top-5 "
+                f"{100 * val['top5_err']:5.2f}%{'  (best)' if improved else ''}")
 
 
 def class_difference(a, b, a_name, b_name, shown=5):
@@ -421,7 +438,7 @@ def main(argv=None):
 def finish(trainer, args):
     """Score the final model on the val split and print the final errors last."""
     last = trainer.history[-1] if trainer.history else None
-    if trainer.batch == 0 and last and last["epoch"] == trainer.epoch:
+    if trainer.batch == 0 and last and last["epoch"] == trainer.epoch and "val_loss" in last:
         # The model is the one the last epoch's end already scored: no second pass over val.
         val = {"loss": last["val_loss"], "top1_err": last["val_top1_err"],
                "top5_err": last["val_top5_err"]}

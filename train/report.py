@@ -56,7 +56,9 @@ TABLE_1B = {"resnet50": ("ResNet", {False: 9.40, True: 7.17}),
 # He et al. (2016), Table 6: CIFAR-10 test (top-1) error %, with BN, 164 epochs (64k iterations).
 HE_CIFAR10 = {"resnet20": ("ResNet-20", 8.75), "resnet32": ("ResNet-32", 7.51),
               "resnet56": ("ResNet-56", 6.97), "resnet110": ("ResNet-110", 6.43)}
-REQUIRED = {"lm": ("val_ppl",), "image": ("train_loss", "val_top1_err", "val_top5_err")}
+# Keys every epoch record has; an image run's val keys only on scored epochs (--val-every).
+REQUIRED = {"lm": ("val_ppl",), "image": ("train_loss",)}
+IMAGE_VAL_KEYS = ("val_loss", "val_top1_err", "val_top5_err")
 
 
 class ReportError(Exception):
@@ -82,7 +84,9 @@ class Run:
         return self.epochs[-1]["epoch"] if self.epochs else 0
 
     def curve(self, key, scale=1.0):
-        return ([r["epoch"] for r in self.epochs], [scale * r[key] for r in self.epochs])
+        """(epochs, values) over the epoch records that have `key`."""
+        records = [r for r in self.epochs if key in r]
+        return [r["epoch"] for r in records], [scale * r[key] for r in records]
 
 
 # ---- reading run folders --------------------------------------------------------------------
@@ -142,7 +146,7 @@ def guess_kind(records, path):
     for _, record in records:
         if "val_ppl" in record or "test_ppl" in record:
             return "lm"
-        if "val_top1_err" in record:
+        if "val_top1_err" in record or "train_top1_err" in record:
             return "image"
     raise ReportError(f"{path}: no command.txt and no record that tells an LM run from an "
                       "image run")
@@ -184,6 +188,8 @@ def add_records(run, records, path):
         if not isinstance(record.get("epoch"), int):
             raise ReportError(f"{path}:{number}: neither an epoch record nor a final record")
         missing = [key for key in REQUIRED[run.kind] if key not in record]
+        if run.kind == "image" and any(key in record for key in IMAGE_VAL_KEYS):
+            missing += [key for key in IMAGE_VAL_KEYS if key not in record]
         if missing:
             raise ReportError(f"{path}:{number}: epoch record lacks {', '.join(missing)}")
         while run.epochs and run.epochs[-1]["epoch"] >= record["epoch"]:
@@ -236,7 +242,7 @@ def last(run, key):
 
 
 def best(run, key, final_key):
-    values = [r[key] for r in run.epochs]
+    values = [r[key] for r in run.epochs if key in r]
     if values:
         return min(values)
     return run.final.get(final_key) if run.final else None
@@ -300,7 +306,8 @@ def lm_row(run, out):
 
 def image_row(run, out):
     a = run.args
-    now = run.final if run.finished else (run.epochs[-1] if run.epochs else {})
+    scored = [r for r in run.epochs if "val_top1_err" in r]   # --val-every skips epochs
+    now = run.final if run.finished else (scored[-1] if scored else {})
     net = ", ".join([a.arch] + image_variants(a)) if a else "?"
     return [run_link(run, out), net, ("yes" if a.bn else "no") if a else "?",
             epochs_cell(run), number(now.get("val_top1_err"), scale=100),
