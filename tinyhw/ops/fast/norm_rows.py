@@ -24,9 +24,11 @@ from . import size
 
 # The one-pass variance E[x^2] - mu^2 is used while every channel has mu^2 <= this * var.
 ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR = 16.0
-# The rows route works in blocks of about this many bytes (they stay in L2 cache); an
-# enclosing fast.use(bn_block_bytes=...) sets another size.
-BLOCK_BYTES = 256 * 1024
+# The rows route works in blocks of about this many bytes (per array: a block of x and its
+# block of y together fill the 1 MiB L2 cache and spill a little into L3; 1 MiB measured
+# 5-15% faster than 256 KiB on resnet20's shapes, bench/NOTES.md); an enclosing
+# fast.use(bn_block_bytes=...) sets another size.
+BLOCK_BYTES = 1 << 20
 
 
 def runs_on(xp, dtype):
@@ -78,10 +80,10 @@ def _rows(a):
 
 def _blocks(rows, width, itemsize, whole_rows=False):
     """(row slice, column slice) pairs covering a (rows, width) array in blocks of about
-    BLOCK_BYTES, which stay in L2 cache between the ops on one block: runs of whole rows
+    BLOCK_BYTES, which stay in cache between the ops on one block: runs of whole rows
     where a row fits (always, with whole_rows), else pieces of one row, taken column block
     by column block so that the matching piece of a (width,) coefficient vector stays in
-    L2 too while every row passes."""
+    cache too while every row passes."""
     block_bytes = size("bn_block_bytes", BLOCK_BYTES)
     if whole_rows or width * itemsize <= block_bytes:
         step = max(1, block_bytes // (width * itemsize))
