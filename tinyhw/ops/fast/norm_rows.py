@@ -24,10 +24,10 @@ from . import size
 
 # The one-pass variance E[x^2] - mu^2 is used while every channel has mu^2 <= this * var.
 ONE_PASS_MAX_MEAN_SQUARED_OVER_VAR = 16.0
-# The rows route works in blocks of about this many bytes (per array: a block of x and its
-# block of y together fill the 1 MiB L2 cache and spill a little into L3; 1 MiB measured
-# 5-15% faster than 256 KiB on resnet20's shapes, bench/NOTES.md); an enclosing
-# fast.use(bn_block_bytes=...) sets another size.
+# The rows route works in blocks of about this many bytes per array (an op on a block of x
+# and its block of y touches twice this: more than the 1 MiB L2, so part runs from L3; yet
+# 1 MiB measured 5-15% faster than 256 KiB on resnet20's shapes, by making fewer NumPy calls,
+# bench/NOTES.md); an enclosing fast.use(bn_block_bytes=...) sets another size.
 BLOCK_BYTES = 1 << 20
 
 
