@@ -192,18 +192,18 @@ class _WeightGradient:
     def __init__(self, xp, layout, x, w, dtype):
         self.xp, self.layout, self.x, self.w_shape = xp, layout, x, w.shape
         c, n_blocks, rows = w.shape[1], len(layout.blocks), layout.row_taps * w.shape[0]
-        self.per_offset = layout.per_offset
         self.buf = work_buffer(xp, "columns", (n_blocks * c, layout.span + layout.col_taps - 1),
                                x.dtype, zero=True)
         self.blocks = self.buf.reshape(n_blocks, c, -1)
-        self.total = xp.zeros((n_blocks, rows, c) if self.per_offset else (rows, n_blocks * c),
+        per_offset = layout.per_offset
+        self.total = xp.zeros((n_blocks, rows, c) if per_offset else (rows, n_blocks * c),
                               dtype=dtype)
         self.part = xp.empty_like(self.total)
 
     def add_chunk(self, g_cols, first, stop):
         """Add Gs X^T of the images first..stop-1; g_cols is Gs over X's columns."""
         xp, layout, span, blocks = self.xp, self.layout, self.layout.span, self.blocks
-        if self.per_offset:  # the phases only, and a GEMM per block on shifted views
+        if layout.per_offset:  # the phases only, and a GEMM per block on shifted views
             layout.write_phases(blocks, self.x[first:stop])
             for k, (_, _, jj) in enumerate(layout.blocks):
                 xp.matmul(g_cols, blocks[k - jj, :, jj:jj + span].T, out=self.part[k])
@@ -213,7 +213,7 @@ class _WeightGradient:
         self.total += self.part
 
     def result(self):
-        total = self.total.transpose(1, 0, 2) if self.per_offset else self.total
+        total = self.total.transpose(1, 0, 2) if self.layout.per_offset else self.total
         return self.layout.weight_gradient(self.xp, total, self.w_shape)
 
 
