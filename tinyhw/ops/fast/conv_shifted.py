@@ -6,7 +6,7 @@ formed: "shifted" folds the column padding into masks where it can (flat_grid.Fl
 forms dW with one GEMM per chunk; "shifted-per-offset" keeps padded columns and forms dW
 with one GEMM per column shift on views of the phases (_WeightGradient)."""
 from .buffers import work_buffer
-from .flat_grid import FlatGrid, can_fold, sum_of_shifted_blocks
+from .flat_grid import FlatGrid, axis_phases, can_fold, sum_of_shifted_blocks
 
 
 # ---- shifted route: any kernel and stride -------------------------------------------------
@@ -52,18 +52,20 @@ class _Layout:
     shift jj, phase by phase) and the number of row shifts ii (Z's row blocks)."""
 
     def __init__(self, xp, x_shape, w_shape, stride, padding, itemsize, per_offset):
-        (o, c, kh, kw) = w_shape
+        (o, c, kh, kw), (h, w) = w_shape, x_shape[2:]
         self.stride, self.per_offset = stride, per_offset
         # per_offset's dW reads X's column shifts as views of the phases, which need real
         # zero padding: it keeps the padded columns.
         fold = not per_offset and can_fold(kw, stride[1], padding[1])
         self.row_taps = -(-kh // stride[0])       # row shifts ii (phase a = 0 has the most)
         self.col_taps = -(-kw // stride[1])       # column shifts jj (phase b = 0)
-        phases = FlatGrid(xp, x_shape, (kh, kw), stride, padding, 1, itemsize, fold).phases()
-        self.blocks, self.first_block = [], []    # blocks (a, b, jj); each phase's jj = 0 block
-        for a, b, _, cp in phases:
-            self.first_block.append(len(self.blocks))
-            self.blocks += [(a, b, jj) for jj in range(cp.taps)]
+        # blocks (a, b, jj), phase by phase in FlatGrid.phases()'s order; each phase's jj = 0 block
+        self.blocks, self.first_block = [], []
+        col_phases = axis_phases(kw, stride[1], padding[1], w)
+        for a in range(len(axis_phases(kh, stride[0], padding[0], h))):
+            for b, cp in enumerate(col_phases):
+                self.first_block.append(len(self.blocks))
+                self.blocks += [(a, b, jj) for jj in range(cp.taps)]
         rows = max(len(self.blocks) * c, self.row_taps * o)   # X's and Z's rows per column
         self.grid = FlatGrid(xp, x_shape, (kh, kw), stride, padding, rows, itemsize, fold)
         # columns Z covers: the planes and their row shifts (and the folded grid's lead, so

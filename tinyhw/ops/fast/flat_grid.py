@@ -36,6 +36,12 @@ def can_fold(kw, sw, pw):
     return sw == 1 and 2 * pw <= kw - 1
 
 
+def axis_phases(k, s, p, n):
+    """The phases of one axis (kernel k, stride s, padding p, n inputs) that some kernel offset
+    reads: a < min(s, k)."""
+    return [AxisPhase(a, k, s, p, n) for a in range(min(s, k))]
+
+
 def _pitch(phases, outputs):
     """Cells per plane along one axis: room for every phase's data and every output, and
     reads of valid outputs past the plane's end must land on the next plane's (row's)
@@ -75,8 +81,7 @@ class FlatGrid:
         (n, _, h, w), (kh, kw), (sh, sw), (ph, pw) = x_shape, kernel, stride, padding
         self.ho, self.wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         self.stride = stride
-        self.row_phases = [AxisPhase(a, kh, sh, ph, h) for a in range(min(sh, kh))]
-        self.col_phases = [AxisPhase(b, kw, sw, pw, w) for b in range(min(sw, kw))]
+        self.row_phases, self.col_phases = axis_phases(kh, sh, ph, h), axis_phases(kw, sw, pw, w)
         self.hq, self.wq = _pitch(self.row_phases, self.ho), _pitch(self.col_phases, self.wo)
         self.folded = fold_columns
         self.lead, self.wrapped = 0, {}   # wrapped: column shift jj -> output columns to zero
