@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 12's CIFAR runs on this 2-core CPU (results/PLANNED_issue12.md has the reasons behind
+# each choice): two queues, one BLAS thread each, side by side, as results/lm_small_queue.sh
+# runs the char-LM. Each run resumes from its last.npz and is skipped once finished.
+#   cd ~/tinyhw-runs && nohup ./issue12_queue.sh A > issue12_A.out 2>&1 &
+#   cd ~/tinyhw-runs && nohup ./issue12_queue.sh B > issue12_B.out 2>&1 &
+# Run from a folder holding a code snapshot in ./code and a venv in ./venv; run folders are
+# ./issue12_<name>. Start it when the LM queues are done: both sets of runs want both cores.
+# A smoke test: PREFIX=smoke_ EXTRA="--limit 256 --epochs 1 --max-steps 2" ./issue12_queue.sh A
+# (EXTRA's flags come last and override the runs' own; PREFIX names the run folders).
+set -u
+cd "$(dirname "$0")"
+. venv/bin/activate
+export TINYHW_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE   # OpenBLAS's SkylakeX kernels (see lm_small_queue.sh)
+BN="--limit 10000 --epochs 100 --val-every 5"   # (a) batch norm, compared at equal train loss
+NOBN="$BN --no-bn --lr 0.05 --warmup 5"
+SHARE="--epochs 15 --warmup 1 --arch resnet32"  # (b) shared blocks, full CIFAR-10
+case "${1:-}" in
+  A) runs=("bn_resnet20|--arch resnet20 $BN" "bn_resnet20_nobn|--arch resnet20 $NOBN"
+           "share_resnet32|$SHARE" "share_resnet32_shared|$SHARE --share-blocks") ;;
+  B) runs=("bn_highway20|--arch highway20 $BN" "bn_highway20_nobn|--arch highway20 $NOBN"
+           "share_resnet32_shared_unsharedbn|$SHARE --share-blocks --unshared-bn") ;;
+  *) echo "usage: $0 A|B" >&2; exit 2 ;;
+esac
+for spec in "${runs[@]}"; do
+  name="${PREFIX:-issue12_}${spec%%|*}"; args="${spec#*|}"; out="$PWD/$name"
+  if [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; then continue; fi
+  flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
+  # shellcheck disable=SC2086  (args are several flags)
+  (cd code && python -m train.image $args --device cpu --blas-threads 1 \
+      --checkpoint-every 200 ${EXTRA:-} --out "$out" $flag) >> "$out.log" 2>> "$out.err"
+done
