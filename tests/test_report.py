@@ -261,6 +261,33 @@ def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_f
     assert report.table_1a(runs, "large") is None
 
 
+def test_table_1a_figure_has_the_protocol_runs_in_the_papers_order(tmp_path):
+    """One curve per run of the protocol's length (finished or going, never a shorter run),
+    the variants in the paper's order with one colour each, seed 1 dashed; the figure sits in
+    its config's Table 1a section only."""
+    paths = [_small_run(tmp_path, "residual", 0, 25, test=101.0),
+             _small_run(tmp_path, "coupled", 1, 25, test=97.0),
+             _small_run(tmp_path, "coupled", 0, 25, test=95.0),
+             _small_run(tmp_path, "c_only", 0, 7),                         # still training
+             _small_run(tmp_path, "full", 0, 2, test=180.0, epochs=2)]    # a shorter run
+    lines = report.table_1a_lines([report.load_run(p) for p in paths], "small")
+    assert [(label, colour, dashed) for label, _, _, colour, dashed in lines] == [
+        ("coupled, seed 0", "C1", False), ("coupled, seed 1", "C1", True),
+        ("c_only, seed 0 (epoch 7 of 25, in progress)", "C2", False),
+        ("residual, seed 0", "C4", False)]
+    assert lines[2][1:3] == ([1, 2, 3, 4, 5, 6, 7], [199.0, 198.0, 197.0, 196.0, 195.0, 194.0,
+                                                     193.0])
+    assert report.table_1a_lines([report.load_run(p) for p in paths], "large") == []
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    text = report.main([str(p) for p in paths] + ["--out", str(out)])
+    assert (out / "lm_table1a_small.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "lm_table1a_large.png").exists()
+    small = text.split("## Table 1a, small model")[1].split("\n## ")[0]
+    assert "](lm_table1a_small.png)" in small and "lm_val_ppl.png" not in small
+    assert text.count("](lm_table1a_small.png)") == 1
+
+
 def test_shared_no_bn_and_subset_image_runs_are_labelled_apart(no_plots, tmp_path):
     """--share-blocks, --unshared-bn, --no-bn and --limit runs of one arch: a row each, told
     apart in the arch and BN cells and in the curves' labels; only the plain run gets He et

@@ -386,10 +386,13 @@ def table_1a_caption(config):
     return (f"Each variant of the **{config}** model trained with Kim et al.'s protocol to the "
             f"end ({PROTOCOL_EPOCHS} epochs, best-validation model scored on test). A run still "
             "going, or one planned for fewer epochs, is listed under *in progress or shorter* "
-            "with its epochs done and its last validation perplexity, never as a result. Ranks: 1 is the lowest test perplexity, "
-            "among the variants that have a result. The paper's numbers are for the large "
-            "model; the claim tested is their order: full, coupled, c_only < t_only < residual "
-            "< plain.")
+            "with its epochs done and its last validation perplexity, never as a result. "
+            "Ranks: 1 is the lowest test perplexity, among the variants that have a result. "
+            "The paper's numbers are for the large model; the claim tested is their order: "
+            "full, coupled, c_only < t_only < residual < plain. The figure has every run of "
+            "the protocol's length, those still going labelled so: one colour per variant, "
+            "seed 0 solid, other seeds dashed; left every epoch (log scale), right from epoch "
+            f"{ZOOM_FROM} on.")
 
 
 def data_name(args):
@@ -458,10 +461,64 @@ def plot(Figure, path, title, ylabel, lines):
     return path
 
 
+ZOOM_FROM = 10   # the Table 1a figure's right panel starts at this epoch, where the gaps show
+
+
+def table_1a_lines(lm_runs, config):
+    """The curves of the Table 1a figure of `config`: every run of the protocol's length
+    (finished or still going; shorter runs are left out), in the paper's order of the
+    variants, as (label, epochs, val ppl, colour, dashed): one colour per variant, seed 0
+    solid and other seeds dashed, a run still going labelled with its epoch."""
+    order = sorted(TABLE_1A, key=TABLE_1A.get)
+    runs = [r for r in lm_runs if r.epochs and r.args is not None and r.args.config == config
+            and r.args.epochs >= PROTOCOL_EPOCHS]
+    lines = []
+    for r in sorted(runs, key=lambda r: (order.index(r.args.variant), seed_of(r) or 0)):
+        going = "" if complete(r) else f" (epoch {r.epochs_done} of {r.args.epochs}, in progress)"
+        lines.append((f"{r.args.variant}, seed {seed_of(r)}{going}", *r.curve("val_ppl"),
+                      f"C{order.index(r.args.variant)}", bool(seed_of(r))))
+    return lines
+
+
+def plot_table_1a(Figure, path, config, lines):
+    """Two panels of the lines of table_1a_lines: every epoch on a log scale, and the epochs
+    from ZOOM_FROM on at a linear scale, where the variants' final gaps are visible."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    whole, zoom = fig.subplots(1, 2)
+    late = [y for _, xs, ys, _, _ in lines for x, y in zip(xs, ys) if x >= ZOOM_FROM]
+    for label, xs, ys, colour, dashed in lines:
+        for ax in (whole, zoom):
+            ax.plot(xs, ys, color=colour, linestyle="--" if dashed else "-", marker="o",
+                    markersize=2.5, label=label if ax is whole else None)
+    whole.set_yscale("log")   # ticks as plain numbers (100, 150, 200, 300), not 10^2 ...
+    whole.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    whole.yaxis.set_major_formatter(ScalarFormatter())
+    whole.yaxis.set_minor_formatter(NullFormatter())
+    whole.set(title=f"Table 1a, {config} model: val perplexity per epoch", xlabel="epoch",
+              ylabel="val perplexity (log scale)")
+    zoom.set(title=f"from epoch {ZOOM_FROM} on", xlabel="epoch", ylabel="val perplexity")
+    if late:
+        margin = 0.05 * (max(late) - min(late)) + 0.5
+        zoom.set_xlim(ZOOM_FROM - 0.5, max(x for _, xs, _, _, _ in lines for x in xs) + 0.5)
+        zoom.set_ylim(min(late) - margin, max(late) + margin)
+    for ax in (whole, zoom):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    whole.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def draw_curves(Figure, lm_runs, image_runs, out):
     """The PNG files drawn into `out`, as (caption, path) pairs."""
     drawn = []
     lm_runs = [r for r in lm_runs if r.epochs]
+    for config in ("small", "large"):
+        lines = table_1a_lines(lm_runs, config)
+        if lines:
+            drawn.append((f"Table 1a, {config}: validation perplexity", plot_table_1a(
+                Figure, out / f"lm_table1a_{config}.png", config, lines)))
     if lm_runs:
         lines = [(label, *r.curve("val_ppl"), False)
                  for label, r in zip(unique_labels(lm_runs), lm_runs)]
@@ -501,13 +558,14 @@ def build_report(runs, out, Figure, command):
     lm_runs = [r for r in runs if r.kind == "lm"]
     image_runs = [r for r in runs if r.kind == "image"]
     figures = draw_curves(Figure, lm_runs, image_runs, out) if Figure else []
-    lm_figures = [f for f in figures if f[1].name.startswith("lm_")]
+    lm_figures = [f for f in figures if f[1].name == "lm_val_ppl.png"]
     parts = ["# Training runs beside the paper", f"Generated by `{command}`."]
     for config in ("small", "large"):
         table = table_1a(lm_runs, config)
         if table:
             parts.append(section(f"Table 1a, {config} model: the highway variants side by side",
-                                 table_1a_caption(config), table, lm_figures))
+                                 table_1a_caption(config), table,
+                                 [f for f in figures if f[1].name == f"lm_table1a_{config}.png"]))
     if lm_runs:
         parts.append(section("Character-aware language model (Greff et al. Table 1a)",
                              lm_caption(),
@@ -517,7 +575,7 @@ def build_report(runs, out, Figure, command):
         parts.append(section("Image classification (Greff et al. Table 1b)",
                              image_caption(image_runs),
                              markdown_table(IMAGE_HEADER, [image_row(r, out) for r in image_runs]),
-                             [f for f in figures if f not in lm_figures]))
+                             [f for f in figures if f[1].name.startswith("image_")]))
     if Figure is None:
         parts.append("_Plots skipped: matplotlib is not installed "
                      "(`pip install matplotlib`, or the `plot` extra)._")
