@@ -20,7 +20,9 @@ paper does not train, beside He et al. (2016)'s CIFAR-10 test error. The Markdow
 stdout and to OUT/report.md (default runs/report; an existing report.md is replaced only with
 --overwrite, so a committed report such as results/report is not overwritten by accident); with
 matplotlib installed, OUT also gets the curves as PNG files (val perplexity per epoch; val top-1
-error and train loss per epoch).
+error and train loss per epoch). Image runs that bear on the seed papers' claims about the CIFAR
+nets (batch norm at equal training loss, shared blocks, extra iterations at test time) get a
+section each, with a verdict per row (train/report_claims.py).
 """
 import argparse
 import contextlib
@@ -33,6 +35,8 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from train import report_claims
 
 ENTRY_POINTS = {"train.lm": "lm", "train.image": "image"}
 STOPPED = "(running/stopped)"
@@ -576,6 +580,8 @@ def build_report(runs, out, Figure, command):
                              image_caption(image_runs),
                              markdown_table(IMAGE_HEADER, [image_row(r, out) for r in image_runs]),
                              [f for f in figures if f[1].name.startswith("image_")]))
+        for title, caption, text in report_claims.sections(image_runs):
+            parts.append(section(title, caption, text, []))
     if Figure is None:
         parts.append("_Plots skipped: matplotlib is not installed "
                      "(`pip install matplotlib`, or the `plot` extra)._")

@@ -1,0 +1,138 @@
+"""train.report's claim sections (train/report_claims.py) on fake image run folders: the batch
+norm verdicts, the shared-blocks table with ||h|| from iterations.json, and the extra-iterations
+verdicts."""
+import json
+
+from train import report, report_claims
+from tests.test_report import _image_epoch, _write_run
+
+
+def _image_run(root, name, flags, losses, val_err, finished=True, train_err=0.1, epochs=None):
+    """An image run whose epochs have the given train losses and whose final model has val
+    top-1 error val_err (the last epoch scored too)."""
+    epochs = epochs or len(losses)
+    records = [dict(_image_epoch(e, val_err, 0.01, loss=loss), train_top1_err=train_err)
+               for e, loss in enumerate(losses, start=1)]
+    if finished:
+        records.append({"final": True, "step": 100 * len(losses), "epoch": len(losses),
+                        "val_top1_err": val_err, "val_top5_err": 0.01,
+                        "best_val_top1_err": val_err})
+    return report.load_run(_write_run(
+        root / name, [f"python -m train.image {flags} --epochs {epochs}"], records))
+
+
+def _body_rows(markdown):
+    """The cells of the body rows of every Markdown table in `markdown` (no header rows)."""
+    rows, in_body = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|---"):
+            in_body = True
+        elif not line.startswith("| "):
+            in_body = False
+        elif in_body:
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_bn_claim_verdicts_follow_the_equal_training_loss_criterion(tmp_path):
+    runs = [
+        _image_run(tmp_path, "r20", "--arch resnet20 --limit 10000", [0.5, 0.05], 0.30),
+        _image_run(tmp_path, "r20_nobn", "--arch resnet20 --limit 10000 --no-bn",
+                   [0.9, 0.03], 0.35),                      # fits better, generalises worse
+        _image_run(tmp_path, "h20", "--arch highway20 --limit 10000", [0.5, 0.04], 0.28),
+        _image_run(tmp_path, "h20_nobn", "--arch highway20 --limit 10000 --no-bn",
+                   [0.9, 0.06], 0.40),                      # underfits: no verdict
+        _image_run(tmp_path, "h20_nobn_long", "--arch highway20 --limit 10000 --no-bn",
+                   [0.9, 0.5, 0.02], 0.26, finished=False, epochs=4),   # still going
+        _image_run(tmp_path, "r20_full_nobn", "--arch resnet20 --no-bn", [0.9, 0.01], 0.5),
+    ]                                                       # other data: pairs with no one
+    text = report_claims.bn_claim(runs)
+    table, fits = text.split("Without BN, does the Highway net")
+    pairs = _body_rows(table)
+    assert sorted(r[2].split(" ")[0] for r in pairs) == ["h20", "h20", "r20"]
+    r20 = [r for r in pairs if r[2].startswith("r20")][0]
+    assert r20[:2] == ["resnet20", "10,000"]
+    assert r20[3:] == ["0.0500 / 0.0300", "30.00 / 35.00",
+                       "supports: at equal or lower training loss, the no-BN net generalises "
+                       "worse"]
+    verdicts = sorted(r[5] for r in pairs if r[2].startswith("h20"))
+    assert verdicts[0] == "in progress"
+    assert verdicts[1].startswith("not resolved: without BN the net fits worse (0.0600 > 0.0400)")
+    assert _body_rows(fits) == [["h20_nobn / r20_nobn", "10,000", "2", "0.0600 / 0.0300",
+                         "40.00 / 35.00", "contradicts: the Residual net fits as well or better"]]
+
+
+def test_bn_claim_contradicted_and_absent(tmp_path):
+    runs = [_image_run(tmp_path, "a", "--arch resnet20", [0.1], 0.30),
+            _image_run(tmp_path, "b", "--arch resnet20 --no-bn", [0.1], 0.29)]
+    assert "| contradicts: at equal or lower training loss" in report_claims.bn_claim(runs)
+    assert report_claims.bn_claim(runs[:1]) is None
+    assert report_claims.sharing_claim(runs) is None
+    assert report_claims.iterations_claim(runs) is None
+    assert report_claims.sections(runs)[0][0].startswith("Batch norm at equal training loss")
+
+
+def _iterations_json(run, stage_norms, deltas):
+    """analysis/iterations.json with intact-net norms per stage and, per stage, shape-keeping
+    blocks whose error grows by the given amounts after 2 extra applications."""
+    norms = [{"stage": 0, "block": 0, "name": "stem", "norm_mean": 1.0, "norm_std": 0.1}]
+    blocks = []
+    for s, values in enumerate(stage_norms, start=1):
+        norms += [{"stage": s, "block": k, "name": f"s{s}b{k}", "norm_mean": v, "norm_std": 0.1}
+                  for k, v in enumerate(values, start=1)]
+    for s, growth in enumerate(deltas, start=1):
+        for k, d in enumerate(growth, start=2):
+            blocks.append({"stage": s, "block": k, "name": f"s{s}b{k}", "iterations": [
+                {"extra": j, "top1_err": 0.2 + j * d / 2, "loss": 1.0, "norm_mean": 1.0,
+                 "norm_std": 0.1} for j in range(3)]})
+    folder = run.path / "analysis"
+    folder.mkdir()
+    (folder / "iterations.json").write_text(json.dumps(
+        {"analysis": "iterations", "extra": 2, "blocks": blocks, "norms": norms}))
+
+
+def test_sharing_table_orders_the_three_nets_and_reads_the_norms(tmp_path):
+    flags = "--arch resnet32"
+    runs = [_image_run(tmp_path, "ubn", flags + " --share-blocks --unshared-bn", [0.6], 0.20,
+                       train_err=0.15, epochs=3),
+            _image_run(tmp_path, "plain", flags, [0.5], 0.18, train_err=0.14, epochs=3),
+            _image_run(tmp_path, "shared", flags + " --share-blocks", [0.7], 0.25,
+                       train_err=0.12, finished=False, epochs=3),
+            _image_run(tmp_path, "other", "--arch resnet20", [0.5], 0.2)]   # no shared twin
+    _iterations_json(runs[2], [[2.0, 8.0], [3.0, 30.0]], [[0.01], [0.02]])
+    text = report_claims.sharing_claim(runs)
+    rows = _body_rows(text)
+    assert [r[1:3] for r in rows] == [["unshared", "plain"], ["shared", "shared"],
+                                      ["shared, unshared BN", "ubn"]]
+    assert rows[1][3] == "in progress (epoch 1 of 3)"
+    assert rows[1][4:] == ["25.00", "0.7000", "12.00", "13.00", "2 → 8; 3 → 30"]
+    assert rows[0][8] == "—"
+
+
+def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
+    run = _image_run(tmp_path, "net", "--arch resnet20", [0.5], 0.2)
+    # stage 1: first block +1.0 point, last +0.2 (supports); stage 2: +0.0 then +2.0
+    # (contradicts); stage 3: one shape-keeping block (no comparison)
+    _iterations_json(run, [[1.0, 2.0, 3.0]] * 3, [[0.01, 0.002], [0.0, 0.02], [0.05]])
+    rows = _body_rows(report_claims.iterations_claim([run]))
+    assert rows == [["net", "1", "2", "s1b2: +1.00", "s1b3: +0.20", "supports"],
+                    ["net", "2", "2", "s2b2: +0.00", "s2b3: +2.00", "contradicts"],
+                    ["net", "3", "2", "s3b2: +5.00", "s3b2: +5.00", "—"]]
+
+
+def test_report_has_the_claim_sections(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "load_figure_class", lambda: None)
+    a = _write_run(tmp_path / "a", ["python -m train.image --arch resnet20 --epochs 1"],
+                   [_image_epoch(1, 0.3, 0.01, loss=0.2),
+                    {"final": True, "step": 1, "epoch": 1, "val_top1_err": 0.3,
+                     "val_top5_err": 0.01, "best_val_top1_err": 0.3}])
+    text = report.main([str(a), "--out", str(tmp_path / "out")])
+    assert "## Batch norm at equal training loss" not in text
+    b = _write_run(tmp_path / "b", ["python -m train.image --arch resnet20 --no-bn --epochs 1"],
+                   [_image_epoch(1, 0.4, 0.01, loss=0.1),
+                    {"final": True, "step": 1, "epoch": 1, "val_top1_err": 0.4,
+                     "val_top5_err": 0.01, "best_val_top1_err": 0.4}])
+    text = report.main([str(a), str(b), "--out", str(tmp_path / "out2")])
+    section = text.split("## Batch norm at equal training loss")[1]
+    assert "| supports: at equal or lower training loss" in section
+    assert "## Shared blocks" not in text and "## Extra iterations" not in text

@@ -1,0 +1,258 @@
+"""train.report's sections on the seed papers' claims about the CIFAR nets (issue 12): batch
+norm compared at equal training loss, shared blocks, and extra iterations at test time.
+
+Each function takes the image runs that train.report read (report.Run) and returns Markdown, or
+None when no run bears on the claim. Only finished runs give a verdict; a run still going is
+listed as such. The verdicts are mechanical comparisons of the numbers in the row, stated with
+the criterion they apply, so that a reader can check them:
+
+* Batch norm regularises (Greff et al. 2017, Table 1b and Fig. 5): without BN a net reaches a
+  lower training loss but a higher validation error. A BN run and a no-BN run of the same net and
+  data (--arch, --limit, sharing flags) are compared on the final epoch's `train_loss` (the mean
+  loss of the epoch's augmented batches, as trained) and the final model's val top-1 error. The
+  claim is only tested when the no-BN net's training loss is at or below the BN net's: otherwise
+  the no-BN net underfits and the row says "not resolved". A second row set compares the no-BN
+  Highway and Residual nets of one depth and data: the paper's Highway net fits better.
+* Shared blocks (Jastrzebski et al. 2017): the unshared, shared and shared-with-unshared-BN runs
+  of one net, data and schedule side by side: val error, training loss and error, and, where
+  `train.analyze iterations` wrote analysis/iterations.json, the norm of h through each stage.
+* Extra iterations at test time: from analysis/iterations.json, the val error change after K
+  extra applications of each stage's first and last shape-keeping block; the iterative view
+  predicts a smaller change for the last block.
+"""
+import json
+import re
+from pathlib import Path
+
+DASH = "—"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _pct(value):
+    return DASH if value is None else f"{100 * value:.2f}"
+
+
+def _loss(value):
+    return DASH if value is None else f"{value:.4f}"
+
+
+def _name(run):
+    return run.path.name
+
+
+def _final_train_loss(run):
+    return run.epochs[-1].get("train_loss") if run.epochs else None
+
+
+def _final_train_err(run):
+    return run.epochs[-1].get("train_top1_err") if run.epochs else None
+
+
+def _final_val_err(run):
+    """The final model's val top-1 error: the final record's, else the last scored epoch's."""
+    if run.finished and run.final.get("val_top1_err") is not None:
+        return run.final["val_top1_err"]
+    scored = [r for r in run.epochs if "val_top1_err" in r]
+    return scored[-1]["val_top1_err"] if scored else None
+
+
+def _state(run):
+    a = run.args
+    return "finished" if run.finished else f"in progress (epoch {run.epochs_done} of {a.epochs})"
+
+
+def _data_key(args):
+    """What must match for two runs to be compared: the training images and the sharing."""
+    return (args.limit, bool(getattr(args, "share_blocks", False)),
+            bool(getattr(args, "unshared_bn", False)))
+
+
+def _family_depth(arch):
+    """('highway', 20) for highway20; None for highway_full50 and other names."""
+    match = re.fullmatch(r"(resnet|highway|plain)(\d+)", arch)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def _with_args(runs):
+    return [r for r in runs if r.args is not None and r.epochs]
+
+
+# ---- batch norm at equal training loss ---------------------------------------------------
+def bn_verdict(bn, nobn):
+    """The BN-regularises verdict of one BN / no-BN pair (report.Run each)."""
+    if not (bn.finished and nobn.finished):
+        return "in progress"
+    bn_loss, nobn_loss = _final_train_loss(bn), _final_train_loss(nobn)
+    bn_err, nobn_err = _final_val_err(bn), _final_val_err(nobn)
+    if None in (bn_loss, nobn_loss, bn_err, nobn_err):
+        return "no verdict (a figure is missing)"
+    if nobn_loss > bn_loss:
+        return (f"not resolved: without BN the net fits worse ({nobn_loss:.4f} > "
+                f"{bn_loss:.4f}); train longer")
+    if nobn_err > bn_err:
+        return "supports: at equal or lower training loss, the no-BN net generalises worse"
+    return "contradicts: at equal or lower training loss, the no-BN net generalises as well or better"
+
+
+def bn_claim(image_runs):
+    runs = _with_args(image_runs)
+    rows = []
+    for bn in (r for r in runs if r.args.bn):
+        for nobn in (r for r in runs if not r.args.bn and r.args.arch == bn.args.arch
+                     and _data_key(r.args) == _data_key(bn.args)):
+            rows.append([bn.args.arch, f"{bn.args.limit:,}" if bn.args.limit else "all",
+                         f"{_name(bn)} ({bn.args.epochs} ep.) / {_name(nobn)} "
+                         f"({nobn.args.epochs} ep.)",
+                         f"{_loss(_final_train_loss(bn))} / {_loss(_final_train_loss(nobn))}",
+                         f"{_pct(_final_val_err(bn))} / {_pct(_final_val_err(nobn))}",
+                         bn_verdict(bn, nobn)])
+    fits = []
+    for highway in (r for r in runs if not r.args.bn):
+        fd = _family_depth(highway.args.arch)
+        if not fd or fd[0] != "highway":
+            continue
+        for resnet in (r for r in runs if not r.args.bn and r.args.arch == f"resnet{fd[1]}"
+                       and _data_key(r.args) == _data_key(highway.args)
+                       and r.args.epochs == highway.args.epochs):
+            h, r_ = _final_train_loss(highway), _final_train_loss(resnet)
+            if not (highway.finished and resnet.finished):
+                verdict = "in progress"
+            else:
+                verdict = ("supports: the Highway net fits better" if h < r_ else
+                           "contradicts: the Residual net fits as well or better")
+            fits.append([f"{_name(highway)} / {_name(resnet)}",
+                         f"{highway.args.limit:,}" if highway.args.limit else "all",
+                         str(highway.args.epochs), f"{_loss(h)} / {_loss(r_)}",
+                         f"{_pct(_final_val_err(highway))} / {_pct(_final_val_err(resnet))}",
+                         verdict])
+    if not rows and not fits:
+        return None
+    parts = []
+    if rows:
+        parts.append(_table(["net", "training images", "runs: BN / no BN",
+                             "final train loss: BN / no BN", "val top-1 %: BN / no BN",
+                             "BN regularises?"], rows))
+    if fits:
+        parts.append("Without BN, does the Highway net fit the training data better than the "
+                     "Residual net of the same depth (Greff et al.: yes)?")
+        parts.append(_table(["runs: Highway / Residual (no BN)", "training images", "epochs",
+                             "final train loss", "val top-1 %", "verdict"], fits))
+    return "\n\n".join(parts)
+
+
+# ---- shared blocks -----------------------------------------------------------------------
+def read_iterations(run):
+    """analysis/iterations.json of the run folder (train.analyze iterations), or None."""
+    path = Path(run.path) / "analysis" / "iterations.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def stage_norms(result):
+    """{stage: (||h|| after its first block, after its last block)} from an iterations
+    result's intact-net norms (stage 0, the stem, left out)."""
+    by_stage = {}
+    for n in result["norms"]:
+        if n["stage"]:
+            by_stage.setdefault(n["stage"], []).append(n["norm_mean"])
+    return {s: (v[0], v[-1]) for s, v in sorted(by_stage.items())}
+
+
+def sharing_kind(args):
+    if not getattr(args, "share_blocks", False):
+        return "unshared"
+    return "shared, unshared BN" if getattr(args, "unshared_bn", False) else "shared"
+
+
+def sharing_claim(image_runs):
+    runs = _with_args(image_runs)
+    groups = {}
+    for r in runs:   # one group per net, data and schedule that has a shared run
+        key = (r.args.arch, r.args.bn, r.args.limit, r.args.epochs)
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for key, members in groups.items():
+        if not any(getattr(r.args, "share_blocks", False) for r in members):
+            continue
+        order = ("unshared", "shared", "shared, unshared BN")
+        for r in sorted(members, key=lambda r: order.index(sharing_kind(r.args))):
+            result = read_iterations(r)
+            norms = DASH if result is None else "; ".join(
+                f"{first:.3g} → {last:.3g}" for first, last in stage_norms(result).values())
+            train_err, val_err = _final_train_err(r), _final_val_err(r)
+            gap = DASH if None in (train_err, val_err) else f"{100 * (val_err - train_err):.2f}"
+            rows.append([r.args.arch, sharing_kind(r.args), _name(r), _state(r),
+                         _pct(val_err), _loss(_final_train_loss(r)), _pct(train_err), gap,
+                         norms])
+    if not rows:
+        return None
+    return _table(["net", "blocks", "run", "state", "val top-1 %", "final train loss",
+                   "train top-1 %", "val − train (points)",
+                   "||h|| per stage, first → last block"], rows)
+
+
+# ---- extra iterations at test time -------------------------------------------------------
+def iteration_deltas(result):
+    """Per stage: (first shape-keeping block's name, its val error change after the most
+    extra applications, the last block's name, its change); stages with one shape-keeping
+    block give the same block twice."""
+    by_stage = {}
+    for b in result["blocks"]:
+        its = b["iterations"]
+        by_stage.setdefault(b["stage"], []).append(
+            (b["name"], its[-1]["top1_err"] - its[0]["top1_err"]))
+    return {s: (v[0][0], v[0][1], v[-1][0], v[-1][1]) for s, v in sorted(by_stage.items())}
+
+
+def iterations_claim(image_runs):
+    rows = []
+    for r in _with_args(image_runs):
+        result = read_iterations(r)
+        if result is None:
+            continue
+        k = result["extra"]
+        for stage, (first, d_first, last_name, d_last) in iteration_deltas(result).items():
+            verdict = (DASH if first == last_name else
+                       "supports" if d_last < d_first else "contradicts")
+            rows.append([_name(r), str(stage), str(k), f"{first}: {100 * d_first:+.2f}",
+                         f"{last_name}: {100 * d_last:+.2f}", verdict])
+    if not rows:
+        return None
+    return _table(["run", "stage", "extra applications K",
+                   "first shape-keeping block: Δ val top-1 (points)",
+                   "last block: Δ val top-1 (points)", "last block hurts less?"], rows)
+
+
+CAPTIONS = {
+    "bn": ("Greff et al. (2017) report that without batch norm their 50-layer nets reach a lower "
+           "*training* loss but a higher *validation* error (Table 1b, Fig. 5), i.e. BN "
+           "regularises. Each row pairs a BN run and a no-BN run of one net on the same "
+           "training images (the no-BN runs may train longer). The claim is tested only when "
+           "the no-BN net's final-epoch training loss (mean over the epoch's augmented "
+           "batches) is at or below the BN net's; val top-1 is the final model's."),
+    "sharing": ("Jastrzebski et al. (2017): if a stage's blocks refine one representation, one "
+                "block applied repeatedly should do; naive sharing instead makes the norm of h "
+                "grow and overfits, and a separate batch norm per iteration (unshared BN) "
+                "largely fixes it. Rows: one net, data and schedule with its blocks unshared, "
+                "shared, and shared with unshared BN; ||h|| (mean over val images, intact net, "
+                "from `train.analyze iterations`) after each stage's first and last block."),
+    "iterations": ("Extra iterations at test time (`train.analyze iterations`): a stage's block "
+                   "applied K more times before the rest of the net. Under the iterative view "
+                   "the stage's last block (a late refinement) changes the val error less than "
+                   "its first shape-keeping block; Δ is the error after K extra applications "
+                   "minus the intact net's."),
+}
+
+
+def sections(image_runs):
+    """(title, caption, Markdown) of each claim with runs that bear on it."""
+    found = [("Batch norm at equal training loss (Greff et al. Table 1b, Fig. 5)", "bn",
+              bn_claim(image_runs)),
+             ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
+             ("Extra iterations at test time", "iterations", iterations_claim(image_runs))]
+    return [(title, CAPTIONS[key], text) for title, key, text in found if text]
