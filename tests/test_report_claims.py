@@ -45,7 +45,8 @@ def test_bn_claim_verdicts_follow_the_equal_training_loss_criterion(tmp_path):
         _image_run(tmp_path, "h20_nobn_long", "--arch highway20 --limit 10000 --no-bn",
                    [0.9, 0.5, 0.02], 0.26, finished=False, epochs=4),   # still going
         _image_run(tmp_path, "r20_full_nobn", "--arch resnet20 --no-bn", [0.9, 0.01], 0.5),
-    ]                                                       # other data: pairs with no one
+        _image_run(tmp_path, "r20_short", "--arch resnet20 --limit 10000", [0.9], 0.6),
+    ]   # r20_full_nobn: other data, pairs with no one; r20_short: r20_nobn's twin is r20
     text = report_claims.bn_claim(runs)
     table, fits = text.split("Without BN, does the Highway net")
     pairs = _body_rows(table)

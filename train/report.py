@@ -381,7 +381,8 @@ def table_1a(lm_runs, config):
                      f"{TABLE_1A[v]:.2f}", str(paper_rank[v]),
                      f"{KIM_SMALL[kim]} ({kim})" if kim else f"{KIM_LARGE_TEST_PPL}"])
     header = ["variant", f"ours: test ppl per seed ({config})", "mean ± half-range",
-              "our rank", "in progress or shorter (not results)", "paper (large, Table 1a)", "paper rank",
+              "our rank", "in progress or shorter (not results)", "paper (large, Table 1a)",
+              "paper rank",
               f"Kim et al. {config}, same layers"]
     return markdown_table(header, rows)
 
