@@ -6,8 +6,10 @@
 #   cd ~/tinyhw-runs && nohup ./issue12_queue.sh B > issue12_B.out 2>&1 &
 # Run from a folder holding a code snapshot in ./code and a venv in ./venv; run folders are
 # ./issue12_<name>. Start it when the LM queues are done: both sets of runs want both cores.
-# A smoke test: PREFIX=smoke_ EXTRA="--limit 256 --epochs 1 --max-steps 2" ./issue12_queue.sh A
-# (EXTRA's flags come last and override the runs' own; PREFIX names the run folders).
+# A smoke test: PREFIX=smoke_ EXTRA="--limit 256 --epochs 1 --max-steps 2" \
+#   ANALYSIS_EXTRA="--limit 64" ./issue12_queue.sh A
+# (EXTRA's flags come last and override the runs' own, ANALYSIS_EXTRA's are added to the
+# analyses'; PREFIX names the run folders).
 set -u
 cd "$(dirname "$0")"
 . venv/bin/activate
@@ -16,18 +18,38 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE   # OpenBLAS's SkylakeX kernels (see lm
 BN="--limit 10000 --epochs 100 --val-every 5"   # (a) batch norm, compared at equal train loss
 NOBN="$BN --no-bn --lr 0.05 --warmup 5"
 SHARE="--epochs 15 --warmup 1 --arch resnet32"  # (b) shared blocks, full CIFAR-10
+# (d) the README's stale iterative numbers: the five 15-epoch CIFAR nets of results/cifar_*
+# again, with the commands in their command.txt (there on a GPU, here on the CPU)
+CIFAR="--epochs 15"
+CIFAR_NOBN="$CIFAR --no-bn --lr 0.05 --warmup 1"
 case "${1:-}" in
   A) runs=("bn_resnet20|--arch resnet20 $BN" "bn_resnet20_nobn|--arch resnet20 $NOBN"
-           "share_resnet32|$SHARE" "share_resnet32_shared|$SHARE --share-blocks") ;;
+           "share_resnet32|$SHARE" "share_resnet32_shared|$SHARE --share-blocks"
+           "cifar_resnet20|--arch resnet20 $CIFAR" "cifar_plain20|--arch plain20 $CIFAR"
+           "cifar_resnet20_nobn|--arch resnet20 $CIFAR_NOBN") ;;
   B) runs=("bn_highway20|--arch highway20 $BN" "bn_highway20_nobn|--arch highway20 $NOBN"
-           "share_resnet32_shared_unsharedbn|$SHARE --share-blocks --unshared-bn") ;;
+           "share_resnet32_shared_unsharedbn|$SHARE --share-blocks --unshared-bn"
+           "cifar_highway20|--arch highway20 $CIFAR"
+           "cifar_highway20_nobn|--arch highway20 $CIFAR_NOBN") ;;
   *) echo "usage: $0 A|B" >&2; exit 2 ;;
 esac
+# (c) after each run: the analyses of PLANNED_issue12.md into <run>/analysis/ (skipped when
+# their JSON is there), over the 10,000 val images
+analyse() {
+  for a in iterations iterative estimation-error; do
+    [ -f "$1/analysis/${a//-/_}.json" ] && continue
+    (cd code && python -m train.analyze "$a" --checkpoint "$1/best.npz" ${ANALYSIS_EXTRA:-}) \
+        >> "$1.analysis.log" 2>&1
+  done
+}
 for spec in "${runs[@]}"; do
   name="${PREFIX:-issue12_}${spec%%|*}"; args="${spec#*|}"; out="$PWD/$name"
-  if [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; then continue; fi
-  flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
-  # shellcheck disable=SC2086  (args are several flags)
-  (cd code && python -m train.image $args --device cpu --blas-threads 1 \
-      --checkpoint-every 200 ${EXTRA:-} --out "$out" $flag) >> "$out.log" 2>> "$out.err"
+  if ! { [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; }; then
+    flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
+    # shellcheck disable=SC2086  (args are several flags)
+    (cd code && python -m train.image $args --device cpu --blas-threads 1 \
+        --checkpoint-every 200 ${EXTRA:-} --out "$out" $flag) >> "$out.log" 2>> "$out.err" \
+        || continue
+  fi
+  analyse "$out"
 done

@@ -67,13 +67,16 @@ def test_bn_claim_contradicted_and_absent(tmp_path):
     runs = [_image_run(tmp_path, "a", "--arch resnet20", [0.1], 0.30),
             _image_run(tmp_path, "b", "--arch resnet20 --no-bn", [0.1], 0.29)]
     assert "| contradicts: at equal or lower training loss" in report_claims.bn_claim(runs)
+    twin = _image_run(tmp_path, "c", "--arch resnet20", [0.2], 0.31)   # a second BN run
+    assert [r[2] for r in _body_rows(report_claims.bn_claim(runs + [twin]))] == [
+        "a (1 ep.) / b (1 ep.)", "c (1 ep.) / b (1 ep.)"]
     assert report_claims.bn_claim(runs[:1]) is None
     assert report_claims.sharing_claim(runs) is None
     assert report_claims.iterations_claim(runs) is None
     assert report_claims.sections(runs)[0][0].startswith("Batch norm at equal training loss")
 
 
-def _iterations_json(run, stage_norms, deltas):
+def _iterations_json(run, stage_norms, deltas, images=None):
     """analysis/iterations.json with intact-net norms per stage and, per stage, shape-keeping
     blocks whose error grows by the given amounts after 2 extra applications."""
     norms = [{"stage": 0, "block": 0, "name": "stem", "norm_mean": 1.0, "norm_std": 0.1}]
@@ -88,8 +91,10 @@ def _iterations_json(run, stage_norms, deltas):
                  "norm_std": 0.1} for j in range(3)]})
     folder = run.path / "analysis"
     folder.mkdir()
-    (folder / "iterations.json").write_text(json.dumps(
-        {"analysis": "iterations", "extra": 2, "blocks": blocks, "norms": norms}))
+    result = {"analysis": "iterations", "extra": 2, "blocks": blocks, "norms": norms}
+    if images:
+        result["images"] = images
+    (folder / "iterations.json").write_text(json.dumps(result))
 
 
 def test_sharing_table_orders_the_three_nets_and_reads_the_norms(tmp_path):
@@ -119,6 +124,12 @@ def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
     assert rows == [["net", "1", "2", "s1b2: +1.00", "s1b3: +0.20", "supports"],
                     ["net", "2", "2", "s2b2: +0.00", "s2b3: +2.00", "contradicts"],
                     ["net", "3", "2", "s3b2: +5.00", "s3b2: +5.00", "—"]]
+    # over 100 images, an intact error of 20% has a standard error of 4 points: a 0.8 or 2
+    # point difference between the blocks is no difference
+    other = _image_run(tmp_path, "few_images", "--arch resnet20", [0.5], 0.2)
+    _iterations_json(other, [[1.0, 2.0, 3.0]] * 2, [[0.01, 0.002], [0.0, 0.02]], images=100)
+    assert [r[5] for r in _body_rows(report_claims.iterations_claim([other]))] == [
+        "no difference (within ±8.00)"] * 2
 
 
 def test_report_has_the_claim_sections(tmp_path, monkeypatch):

@@ -108,7 +108,8 @@ def bn_claim(image_runs):
         twins = [r for r in runs if r.args.bn and r.args.arch == nobn.args.arch
                  and _data_key(r.args) == _data_key(nobn.args)
                  and r.args.epochs <= nobn.args.epochs]
-        for bn in sorted(twins, key=lambda r: r.args.epochs)[-1:]:
+        longest = max((r.args.epochs for r in twins), default=None)
+        for bn in (r for r in twins if r.args.epochs == longest):
             rows.append([bn.args.arch, f"{bn.args.limit:,}" if bn.args.limit else "all",
                          f"{_name(bn)} ({bn.args.epochs} ep.) / {_name(nobn)} "
                          f"({nobn.args.epochs} ep.)",
@@ -202,6 +203,16 @@ def sharing_claim(image_runs):
 
 
 # ---- extra iterations at test time -------------------------------------------------------
+def noise_points(result):
+    """Twice the binomial standard error of the intact net's val top-1 error over the
+    analysis's images, in points: a change smaller than this is not read as a difference."""
+    errors = [b["iterations"][0]["top1_err"] for b in result["blocks"]]
+    e, n = errors[0], result.get("images")
+    if not n:
+        return 0.0
+    return 200 * (e * (1 - e) / n) ** 0.5
+
+
 def iteration_deltas(result):
     """Per stage: (first shape-keeping block's name, its val error change after the most
     extra applications, the last block's name, its change); stages with one shape-keeping
@@ -220,10 +231,14 @@ def iterations_claim(image_runs):
         result = read_iterations(r)
         if result is None:
             continue
-        k = result["extra"]
+        k, noise = result["extra"], noise_points(result)
         for stage, (first, d_first, last_name, d_last) in iteration_deltas(result).items():
-            verdict = (DASH if first == last_name else
-                       "supports" if d_last < d_first else "contradicts")
+            if first == last_name:
+                verdict = DASH
+            elif abs(100 * (d_last - d_first)) < noise:
+                verdict = f"no difference (within ±{noise:.2f})"
+            else:
+                verdict = "supports" if d_last < d_first else "contradicts"
             rows.append([_name(r), str(stage), str(k), f"{first}: {100 * d_first:+.2f}",
                          f"{last_name}: {100 * d_last:+.2f}", verdict])
     if not rows:
@@ -251,7 +266,9 @@ CAPTIONS = {
                    "applied K more times before the rest of the net. Under the iterative view "
                    "the stage's last block (a late refinement) changes the val error less than "
                    "its first shape-keeping block; Δ is the error after K extra applications "
-                   "minus the intact net's."),
+                   "minus the intact net's. Differences below twice the binomial standard error "
+                   "of the intact net's error over the analysed images are called no "
+                   "difference."),
 }
 
 
