@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from train import report_claims
+from train.markdown import DASH, markdown_table
 
 ENTRY_POINTS = {"train.lm": "lm", "train.image": "image"}
 STOPPED = "(running/stopped)"
-DASH = "—"
 
 # Greff et al. (2017), Table 1a: Kim et al.'s large char-aware LM, PTB test perplexity, 25 epochs.
 TABLE_1A = {"plain": 92.60, "residual": 91.32, "t_only": 82.94, "c_only": 79.15,
@@ -318,12 +318,6 @@ def image_row(run, out):
             number(now.get("val_top5_err"), scale=100),
             number(best(run, "val_top1_err", "best_val_top1_err"), scale=100),
             number(last(run, "images_per_s"), "{:,.0f}"), image_reference(a)]
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # ---- captions -------------------------------------------------------------------------------

@@ -24,12 +24,7 @@ import json
 import re
 from pathlib import Path
 
-DASH = "—"
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+from train.markdown import DASH, markdown_table
 
 
 def _pct(value):
@@ -139,14 +134,15 @@ def bn_claim(image_runs):
         return None
     parts = []
     if rows:
-        parts.append(_table(["net", "training images", "runs: BN / no BN",
-                             "final train loss: BN / no BN", "val top-1 %: BN / no BN",
-                             "BN regularises?"], rows))
+        parts.append(markdown_table(["net", "training images", "runs: BN / no BN",
+                                     "final train loss: BN / no BN", "val top-1 %: BN / no BN",
+                                     "BN regularises?"], rows))
     if fits:
         parts.append("Without BN, does the Highway net fit the training data better than the "
                      "Residual net of the same depth (Greff et al.: yes)?")
-        parts.append(_table(["runs: Highway / Residual (no BN)", "training images", "epochs",
-                             "final train loss", "val top-1 %", "verdict"], fits))
+        parts.append(markdown_table(["runs: Highway / Residual (no BN)", "training images",
+                                     "epochs", "final train loss", "val top-1 %", "verdict"],
+                                    fits))
     return "\n\n".join(parts)
 
 
@@ -197,9 +193,9 @@ def sharing_claim(image_runs):
                          norms])
     if not rows:
         return None
-    return _table(["net", "blocks", "run", "state", "val top-1 %", "final train loss",
-                   "train top-1 %", "val − train (points)",
-                   "||h|| per stage, first → last block"], rows)
+    return markdown_table(["net", "blocks", "run", "state", "val top-1 %", "final train loss",
+                           "train top-1 %", "val − train (points)",
+                           "‖h‖ per stage, first → last block"], rows)
 
 
 # ---- extra iterations at test time -------------------------------------------------------
@@ -243,9 +239,9 @@ def iterations_claim(image_runs):
                          f"{last_name}: {100 * d_last:+.2f}", verdict])
     if not rows:
         return None
-    return _table(["run", "stage", "extra applications K",
-                   "first shape-keeping block: Δ val top-1 (points)",
-                   "last block: Δ val top-1 (points)", "last block hurts less?"], rows)
+    return markdown_table(["run", "stage", "extra applications K",
+                           "first shape-keeping block: Δ val top-1 (points)",
+                           "last block: Δ val top-1 (points)", "last block hurts less?"], rows)
 
 
 CAPTIONS = {
@@ -260,7 +256,7 @@ CAPTIONS = {
                 "block applied repeatedly should do; naive sharing instead makes the norm of h "
                 "grow and overfits, and a separate batch norm per iteration (unshared BN) "
                 "largely fixes it. Rows: one net, data and schedule with its blocks unshared, "
-                "shared, and shared with unshared BN; ||h|| (mean over val images, intact net, "
+                "shared, and shared with unshared BN; ‖h‖ (mean over val images, intact net, "
                 "from `train.analyze iterations`) after each stage's first and last block."),
     "iterations": ("Extra iterations at test time (`train.analyze iterations`): a stage's block "
                    "applied K more times before the rest of the net. Under the iterative view "
