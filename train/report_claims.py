@@ -7,9 +7,11 @@ listed as such. The verdicts are mechanical comparisons of the numbers in the ro
 the criterion they apply, so that a reader can check them:
 
 * Batch norm regularises (Greff et al. 2017, Table 1b and Fig. 5): without BN a net reaches a
-  lower training loss but a higher validation error. A BN run and a no-BN run of the same net and
-  data (--arch, --limit, sharing flags) are compared on the final epoch's `train_loss` (the mean
-  loss of the epoch's augmented batches, as trained) and the final model's val top-1 error. The
+  lower training loss but a higher validation error. Each no-BN run is compared with the BN run
+  of the same net and data (--arch, --limit, sharing flags) whose schedule is the longest not
+  above its own (a no-BN net may train longer, never shorter), on the final epoch's `train_loss`
+  (the mean loss of the epoch's augmented batches, as trained) and the final model's val top-1
+  error. The
   claim is only tested when the no-BN net's training loss is at or below the BN net's: otherwise
   the no-BN net underfits and the row says "not resolved". A second row set compares the no-BN
   Highway and Residual nets of one depth and data: the paper's Highway net fits better.
@@ -119,15 +121,15 @@ def bn_claim(image_runs):
         for resnet in (r for r in runs if not r.args.bn and r.args.arch == f"resnet{fd[1]}"
                        and _data_key(r.args) == _data_key(highway.args)
                        and r.args.epochs == highway.args.epochs):
-            h, r_ = _final_train_loss(highway), _final_train_loss(resnet)
+            hw_loss, res_loss = _final_train_loss(highway), _final_train_loss(resnet)
             if not (highway.finished and resnet.finished):
                 verdict = "in progress"
             else:
-                verdict = ("supports: the Highway net fits better" if h < r_ else
+                verdict = ("supports: the Highway net fits better" if hw_loss < res_loss else
                            "contradicts: the Residual net fits as well or better")
             fits.append([f"{_name(highway)} / {_name(resnet)}",
                          f"{highway.args.limit:,}" if highway.args.limit else "all",
-                         str(highway.args.epochs), f"{_loss(h)} / {_loss(r_)}",
+                         str(highway.args.epochs), f"{_loss(hw_loss)} / {_loss(res_loss)}",
                          f"{_pct(_final_val_err(highway))} / {_pct(_final_val_err(resnet))}",
                          verdict])
     if not rows and not fits:
