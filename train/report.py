@@ -87,6 +87,18 @@ class Run:
     def epochs_done(self):
         return self.epochs[-1]["epoch"] if self.epochs else 0
 
+    def last(self, key):
+        """`key` of the last epoch record, or None."""
+        return self.epochs[-1].get(key) if self.epochs else None
+
+    def final_model(self, key):
+        """`key` of the final model: the final record's when the run finished, else the last
+        epoch record that has it (--val-every scores only some epochs), or None."""
+        if self.finished:
+            return self.final.get(key)
+        scored = [r for r in self.epochs if key in r]
+        return scored[-1][key] if scored else None
+
     def curve(self, key, scale=1.0):
         """(epochs, values) over the epoch records that have `key`."""
         records = [r for r in self.epochs if key in r]
@@ -241,10 +253,6 @@ def scored_last_model(run):
     return model == "last" if model is not None else run.final_epoch == 0
 
 
-def last(run, key):
-    return run.epochs[-1].get(key) if run.epochs else None
-
-
 def best(run, key, final_key):
     values = [r[key] for r in run.epochs if key in r]
     if values:
@@ -305,19 +313,17 @@ def lm_row(run, out):
             test += f" (after epoch {run.final_epoch})"
     return [run_link(run, out), a.config if a else "?", a.variant if a else "?", epochs_cell(run),
             number(best(run, "val_ppl", "best_val_ppl")), test,
-            number(last(run, "words_per_s"), "{:,.0f}"), lm_reference(a)]
+            number(run.last("words_per_s"), "{:,.0f}"), lm_reference(a)]
 
 
 def image_row(run, out):
     a = run.args
-    scored = [r for r in run.epochs if "val_top1_err" in r]   # --val-every skips epochs
-    now = run.final if run.finished else (scored[-1] if scored else {})
     net = ", ".join([a.arch] + image_variants(a)) if a else "?"
     return [run_link(run, out), net, ("yes" if a.bn else "no") if a else "?",
-            epochs_cell(run), number(now.get("val_top1_err"), scale=100),
-            number(now.get("val_top5_err"), scale=100),
+            epochs_cell(run), number(run.final_model("val_top1_err"), scale=100),
+            number(run.final_model("val_top5_err"), scale=100),
             number(best(run, "val_top1_err", "best_val_top1_err"), scale=100),
-            number(last(run, "images_per_s"), "{:,.0f}"), image_reference(a)]
+            number(run.last("images_per_s"), "{:,.0f}"), image_reference(a)]
 
 
 # ---- captions -------------------------------------------------------------------------------
@@ -368,7 +374,7 @@ def table_1a(lm_runs, config):
                   if len(finished[v]) > 1 else (f"{means[v]:.2f}" if v in means else DASH))
         going = [f"seed {seed_of(r)}: epoch {r.epochs_done} of {r.args.epochs}"
                  f"{'' if r.args.epochs >= PROTOCOL_EPOCHS else ' (a shorter run)'}, val "
-                 f"{number(last(r, 'val_ppl'))}" for r in rs if not complete(r)]
+                 f"{number(r.last('val_ppl'))}" for r in rs if not complete(r)]
         kim = kim_small_row(v) if config == "small" else None
         rows.append([v, tests, spread, str(ours_rank.get(v, DASH)),
                      "; ".join(going) or DASH,

@@ -41,20 +41,16 @@ def _name(run):
     return run.path.name
 
 
-def _final_train_loss(run):
-    return run.epochs[-1].get("train_loss") if run.epochs else None
+def _train_loss(run):
+    return run.last("train_loss")   # the final epoch's, as trained
 
 
-def _final_train_err(run):
-    return run.epochs[-1].get("train_top1_err") if run.epochs else None
+def _train_err(run):
+    return run.last("train_top1_err")
 
 
-def _final_val_err(run):
-    """The final model's val top-1 error: the final record's, else the last scored epoch's."""
-    if run.finished and run.final.get("val_top1_err") is not None:
-        return run.final["val_top1_err"]
-    scored = [r for r in run.epochs if "val_top1_err" in r]
-    return scored[-1]["val_top1_err"] if scored else None
+def _val_err(run):
+    return run.final_model("val_top1_err")
 
 
 def _state(run):
@@ -83,8 +79,8 @@ def bn_verdict(bn, nobn):
     """The BN-regularises verdict of one BN / no-BN pair (report.Run each)."""
     if not (bn.finished and nobn.finished):
         return "in progress"
-    bn_loss, nobn_loss = _final_train_loss(bn), _final_train_loss(nobn)
-    bn_err, nobn_err = _final_val_err(bn), _final_val_err(nobn)
+    bn_loss, nobn_loss = _train_loss(bn), _train_loss(nobn)
+    bn_err, nobn_err = _val_err(bn), _val_err(nobn)
     if None in (bn_loss, nobn_loss, bn_err, nobn_err):
         return "no verdict (a figure is missing)"
     if nobn_loss > bn_loss:
@@ -110,8 +106,8 @@ def bn_claim(image_runs):
             rows.append([bn.args.arch, f"{bn.args.limit:,}" if bn.args.limit else "all",
                          f"{_name(bn)} ({bn.args.epochs} ep.) / {_name(nobn)} "
                          f"({nobn.args.epochs} ep.)",
-                         f"{_loss(_final_train_loss(bn))} / {_loss(_final_train_loss(nobn))}",
-                         f"{_pct(_final_val_err(bn))} / {_pct(_final_val_err(nobn))}",
+                         f"{_loss(_train_loss(bn))} / {_loss(_train_loss(nobn))}",
+                         f"{_pct(_val_err(bn))} / {_pct(_val_err(nobn))}",
                          bn_verdict(bn, nobn)])
     fits = []
     for highway in (r for r in runs if not r.args.bn):
@@ -121,7 +117,7 @@ def bn_claim(image_runs):
         for resnet in (r for r in runs if not r.args.bn and r.args.arch == f"resnet{fd[1]}"
                        and _data_key(r.args) == _data_key(highway.args)
                        and r.args.epochs == highway.args.epochs):
-            hw_loss, res_loss = _final_train_loss(highway), _final_train_loss(resnet)
+            hw_loss, res_loss = _train_loss(highway), _train_loss(resnet)
             if not (highway.finished and resnet.finished):
                 verdict = "in progress"
             else:
@@ -130,7 +126,7 @@ def bn_claim(image_runs):
             fits.append([f"{_name(highway)} / {_name(resnet)}",
                          f"{highway.args.limit:,}" if highway.args.limit else "all",
                          str(highway.args.epochs), f"{_loss(hw_loss)} / {_loss(res_loss)}",
-                         f"{_pct(_final_val_err(highway))} / {_pct(_final_val_err(resnet))}",
+                         f"{_pct(_val_err(highway))} / {_pct(_val_err(resnet))}",
                          verdict])
     if not rows and not fits:
         return None
@@ -188,10 +184,10 @@ def sharing_claim(image_runs):
             result = read_iterations(r)
             norms = DASH if result is None else "; ".join(
                 f"{first:.3g} → {last:.3g}" for first, last in stage_norms(result).values())
-            train_err, val_err = _final_train_err(r), _final_val_err(r)
+            train_err, val_err = _train_err(r), _val_err(r)
             gap = DASH if None in (train_err, val_err) else f"{100 * (val_err - train_err):.2f}"
             rows.append([r.args.arch, sharing_kind(r.args), _name(r), _state(r),
-                         _pct(val_err), _loss(_final_train_loss(r)), _pct(train_err), gap,
+                         _pct(val_err), _loss(_train_loss(r)), _pct(train_err), gap,
                          norms])
     if not rows:
         return None
