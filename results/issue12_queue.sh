@@ -4,9 +4,13 @@
 # runs the char-LM. Each run resumes from its last.npz and is skipped once finished.
 #   cd ~/tinyhw-runs && nohup ./issue12_queue.sh A > issue12_A.out 2>&1 &
 #   cd ~/tinyhw-runs && nohup ./issue12_queue.sh B > issue12_B.out 2>&1 &
-# Run from a folder holding a code snapshot in ./code and a venv in ./venv; run folders are
-# ./issue12_<name>. Start it when the LM queues are done: both sets of runs want both cores.
-# A smoke test: PREFIX=smoke_ EXTRA="--limit 256 --epochs 1 --max-steps 2" \
+# Run from a folder holding a code snapshot in ./code and a venv in ./venv (results/runs_setup.sh
+# lays it out); run folders are ./issue12_<name>. Start it when the LM queues are done: both sets
+# of runs want both cores. After its analyses each run is snapshotted (small files only) into
+# $RESULTS/<name> (default /work/main/results/issue12), and a run already final there is skipped:
+# a session on a new machine has none of the earlier run folders. Each run takes 0.7-1.5 hours
+# of one core beside the other queue, so a session finishes two or three per queue.
+# A smoke test: PREFIX=smoke_ RESULTS=/tmp/smoke EXTRA="--limit 256 --epochs 1 --max-steps 2" \
 #   ANALYSIS_EXTRA="--limit 64" ./issue12_queue.sh A
 # (EXTRA's flags come last and override the runs' own, ANALYSIS_EXTRA's are added to the
 # analyses'; PREFIX names the run folders).
@@ -42,9 +46,12 @@ analyse() {
         >> "$1.analysis.log" 2>&1
   done
 }
+finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"final": true' "$1/metrics.jsonl"; }
+RESULTS="${RESULTS:-/work/main/results/issue12}"
 for spec in "${runs[@]}"; do
   name="${PREFIX:-issue12_}${spec%%|*}"; args="${spec#*|}"; out="$PWD/$name"
-  if ! { [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; }; then
+  finished "$RESULTS/${spec%%|*}" && continue
+  if ! finished "$out"; then
     flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
     # shellcheck disable=SC2086  (args are several flags)
     (cd code && python -m train.image $args --device cpu --blas-threads 1 \
@@ -52,4 +59,5 @@ for spec in "${runs[@]}"; do
         || continue
   fi
   analyse "$out"
+  RESULTS="$RESULTS" PREFIX="${PREFIX:-issue12_}" ./snapshot.sh "${spec%%|*}"
 done

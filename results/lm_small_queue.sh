@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Table 1a at small scale: run the given runs one after another, each resumed if it has a
 # checkpoint and skipped if finished. Usage: queue.sh NAME:VARIANT:SEED ...
-# Run from ~/tinyhw-runs; code snapshot in ./code, venv in ./venv, run folders ./lm_small_*.
+# Run from ~/tinyhw-runs (results/runs_setup.sh lays it out: code snapshot in ./code, venv in
+# ./venv), run folders ./lm_small_*. A run whose final record is already in the work tree's
+# results/ ($RESULTS, default /work/main/results) is skipped too: a session on a new machine
+# has none of the earlier run folders, and must not train those runs again.
 # The two queues started on 2026-12-01 (one BLAS thread each, side by side, which measured
 # 3,624 words/s together against 2,897 for one run on two threads):
 #   ./queue.sh lm_small_coupled:coupled:0 lm_small_c_only:c_only:0 lm_small_full:full:0 \
@@ -15,10 +18,11 @@ export TINYHW_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1
 # old OpenBLAS builds; numpy 2.4's OpenBLAS 0.3.31 runs its SkylakeX (AVX-512) kernels
 # correctly, and the small LM's 1-thread step takes 0.22 s on them against 0.35 s (2026-12-02).
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"final": true' "$1/metrics.jsonl"; }
 for spec in "$@"; do
   IFS=: read -r name variant seed <<< "$spec"
   out="$PWD/$name"
-  if [ -f "$out/metrics.jsonl" ] && grep -q '"final": true' "$out/metrics.jsonl"; then continue; fi
+  if finished "$out" || finished "${RESULTS:-/work/main/results}/$name"; then continue; fi
   # --resume where a checkpoint exists; else start over (a run killed before its first
   # checkpoint leaves only command.txt, and train.lm reuses a run folder only when told)
   flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
