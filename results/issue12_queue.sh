@@ -26,17 +26,27 @@ SHARE="--epochs 15 --warmup 1 --arch resnet32"  # (b) shared blocks, full CIFAR-
 # again, with the commands in their command.txt (there on a GPU, here on the CPU)
 CIFAR="--epochs 15"
 CIFAR_NOBN="$CIFAR --no-bn --lr 0.05 --warmup 1"
+declare -A args=(
+  [bn_resnet20]="--arch resnet20 $BN"             [bn_resnet20_nobn]="--arch resnet20 $NOBN"
+  [bn_highway20]="--arch highway20 $BN"           [bn_highway20_nobn]="--arch highway20 $NOBN"
+  [share_resnet32]="$SHARE"                       [share_resnet32_shared]="$SHARE --share-blocks"
+  [share_resnet32_shared_unsharedbn]="$SHARE --share-blocks --unshared-bn"
+  [cifar_resnet20]="--arch resnet20 $CIFAR"       [cifar_resnet20_nobn]="--arch resnet20 $CIFAR_NOBN"
+  [cifar_highway20]="--arch highway20 $CIFAR"     [cifar_highway20_nobn]="--arch highway20 $CIFAR_NOBN"
+  [cifar_plain20]="--arch plain20 $CIFAR")
+# Queue A or B, or the runs named (e.g. a BN pair side by side: one queue bn_resnet20, the
+# other bn_resnet20_nobn, when a session has room for only one pair).
 case "${1:-}" in
-  A) runs=("bn_resnet20|--arch resnet20 $BN" "bn_resnet20_nobn|--arch resnet20 $NOBN"
-           "share_resnet32|$SHARE" "share_resnet32_shared|$SHARE --share-blocks"
-           "cifar_resnet20|--arch resnet20 $CIFAR" "cifar_plain20|--arch plain20 $CIFAR"
-           "cifar_resnet20_nobn|--arch resnet20 $CIFAR_NOBN") ;;
-  B) runs=("bn_highway20|--arch highway20 $BN" "bn_highway20_nobn|--arch highway20 $NOBN"
-           "share_resnet32_shared_unsharedbn|$SHARE --share-blocks --unshared-bn"
-           "cifar_highway20|--arch highway20 $CIFAR"
-           "cifar_highway20_nobn|--arch highway20 $CIFAR_NOBN") ;;
-  *) echo "usage: $0 A|B" >&2; exit 2 ;;
+  A) names=(bn_resnet20 bn_resnet20_nobn share_resnet32 share_resnet32_shared cifar_resnet20
+            cifar_plain20 cifar_resnet20_nobn) ;;
+  B) names=(bn_highway20 bn_highway20_nobn share_resnet32_shared_unsharedbn cifar_highway20
+            cifar_highway20_nobn) ;;
+  *) names=("$@") ;;
 esac
+for name in "${names[@]}"; do
+  [ -n "${args[$name]:-}" ] || { echo "usage: $0 A|B|RUN... (RUN one of: ${!args[*]}); got '$name'" >&2; exit 2; }
+done
+[ ${#names[@]} -gt 0 ] || { echo "usage: $0 A|B|RUN..." >&2; exit 2; }
 # (c) after each run: the analyses of PLANNED_issue12.md into <run>/analysis/ (skipped when
 # their JSON is there), over the 10,000 val images
 analyse() {
@@ -48,16 +58,16 @@ analyse() {
 }
 finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"final": true' "$1/metrics.jsonl"; }
 RESULTS="${RESULTS:-/work/main/results/issue12}"
-for spec in "${runs[@]}"; do
-  name="${PREFIX:-issue12_}${spec%%|*}"; args="${spec#*|}"; out="$PWD/$name"
-  finished "$RESULTS/${spec%%|*}" && continue
+for base in "${names[@]}"; do
+  out="$PWD/${PREFIX:-issue12_}$base"
+  finished "$RESULTS/$base" && continue
   if ! finished "$out"; then
     flag="--overwrite"; [ -f "$out/last.npz" ] && flag="--resume"
     # shellcheck disable=SC2086  (args are several flags)
-    (cd code && python -m train.image $args --device cpu --blas-threads 1 \
+    (cd code && python -m train.image ${args[$base]} --device cpu --blas-threads 1 \
         --checkpoint-every 200 ${EXTRA:-} --out "$out" $flag) >> "$out.log" 2>> "$out.err" \
         || continue
   fi
   analyse "$out"
-  RESULTS="$RESULTS" PREFIX="${PREFIX:-issue12_}" ./snapshot.sh "${spec%%|*}"
+  RESULTS="$RESULTS" PREFIX="${PREFIX:-issue12_}" ./snapshot.sh "$base"
 done
