@@ -21,7 +21,9 @@ export TINYHW_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE   # OpenBLAS's SkylakeX kernels (see lm_small_queue.sh)
 BN="--limit 10000 --epochs 100 --val-every 5"   # (a) batch norm, compared at equal train loss
 NOBN="$BN --no-bn --lr 0.05 --warmup 5"
-SHARE="--epochs 15 --warmup 1 --arch resnet32"  # (b) shared blocks, full CIFAR-10
+# (b) shared blocks: the BN runs' 10,000 images (the regime where overfitting shows), 50 epochs
+# (a resnet32 run fits one session beside another); a 5-epoch warm-up = 390 steps, as planned
+SHARE="--limit 10000 --epochs 50 --val-every 5 --warmup 5 --arch resnet32"
 # (d) the README's stale iterative numbers: the five 15-epoch CIFAR nets of results/cifar_*
 # again, with the commands in their command.txt (there on a GPU, here on the CPU)
 CIFAR="--epochs 15"
