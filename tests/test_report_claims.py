@@ -3,6 +3,8 @@ norm verdicts, the shared-blocks table with ||h|| from iterations.json, and the 
 verdicts."""
 import json
 
+import pytest
+
 from train import report, report_claims
 from tests.test_report import _image_epoch, _write_run
 
@@ -115,6 +117,41 @@ def test_sharing_table_orders_the_three_nets_and_reads_the_norms(tmp_path):
     assert rows[0][8] == "—"
 
 
+def test_sharing_verdicts_on_finished_analysed_runs(tmp_path):
+    flags = "--arch resnet32 --limit 10000"
+    plain = _image_run(tmp_path, "unshared", flags, [0.1], 0.20, train_err=0.02)
+    shared = _image_run(tmp_path, "shared", flags + " --share-blocks", [0.3], 0.30,
+                        train_err=0.05)                     # gap 25 points against 18
+    fixed = _image_run(tmp_path, "ubn", flags + " --share-blocks --unshared-bn", [0.2], 0.299,
+                       train_err=0.04)                      # 0.1 points better: noise
+    # ||h|| growth per stage: unshared 2, 1.5, 1; shared 4, 3, 0.5; unshared BN 2, 4, 0.25
+    _iterations_json(plain, [[1.0, 2.0], [2.0, 3.0], [4.0, 4.0]], [], images=10000)
+    _iterations_json(shared, [[1.0, 4.0], [2.0, 6.0], [4.0, 2.0]], [], images=10000)
+    _iterations_json(fixed, [[1.0, 2.0], [2.0, 8.0], [4.0, 1.0]], [], images=10000)
+    verdicts = report_claims.sharing_claim([plain, shared, fixed]).split(
+        "Jastrzebski et al.'s statements")[1]
+    rows = _body_rows(verdicts)
+    assert [r[1] for r in rows] == ["shared / unshared"] * 2 + ["ubn / shared"] * 2
+    assert rows[0][2:] == ["‖h‖ growth per stage: 4.00; 3.00; 0.50 / 2.00; 1.50; 1.00",
+                           "mixed: ‖h‖ grows more in the shared net in stages 1, 2 only"]
+    assert rows[1][2] == "gap 25.00 / 18.00 points; val top-1 30.00 / 20.00"
+    assert rows[1][3] == "supports: the shared net's gap is larger"
+    noise = 200 * (0.3 * 0.7 / 10000) ** 0.5               # the largest of the three nets'
+    assert rows[2][3] == f"no difference (within ±{noise:.2f})"
+    assert rows[3][3] == "mixed: ‖h‖ grows less with unshared BN in stages 1, 3 only"
+    # a run still going, or one without its analysis, gives no verdict on its statements
+    going = _image_run(tmp_path, "going", flags + " --share-blocks", [0.3], 0.3, finished=False)
+    text = report_claims.sharing_claim([plain, going, fixed])
+    assert "Jastrzebski et al.'s statements" not in text
+    unanalysed = _image_run(tmp_path, "bare", flags + " --share-blocks --unshared-bn", [0.2], 0.1)
+    rows = _body_rows(report_claims.sharing_claim([plain, shared, unanalysed]).split(
+        "Jastrzebski et al.'s statements")[1])
+    assert [r[0].split(" ")[0] for r in rows] == ["naive", "naive"]
+    assert report_claims._growth_verdict({1: 2.0, 2: 3.0}, {1: 1.0, 2: 1.0}, "x") == \
+        "supports: x in every stage"
+    assert report_claims._growth_verdict({1: 1.0}, {1: 1.0}, "x") == "contradicts: x in no stage"
+
+
 def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
     run = _image_run(tmp_path, "net", "--arch resnet20", [0.5], 0.2)
     # stage 1: first block +1.0 point, last +0.2 (supports); stage 2: +0.0 then +2.0
@@ -148,3 +185,20 @@ def test_report_has_the_claim_sections(tmp_path, monkeypatch):
     section = text.split("## Batch norm at equal training loss")[1]
     assert "| supports: at equal or lower training loss" in section
     assert "## Shared blocks" not in text and "## Extra iterations" not in text
+
+
+def test_report_draws_the_norms_of_the_sharing_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    flags = "--arch resnet32 --limit 10000"
+    runs = [_image_run(tmp_path, "unshared", flags, [0.1], 0.2),
+            _image_run(tmp_path, "shared", flags + " --share-blocks", [0.3], 0.3),
+            _image_run(tmp_path, "alone", "--arch resnet20", [0.3], 0.3)]   # not a sharing run
+    _iterations_json(runs[1], [[1.0, 4.0], [2.0, 6.0]], [])
+    _iterations_json(runs[2], [[1.0, 2.0]], [])
+    assert report_claims.sharing_norm_lines(runs) == [
+        ("shared (shared)", ["stem", "s1b1", "s1b2", "s2b1", "s2b2"], [1.0, 1.0, 4.0, 2.0, 6.0])]
+    out = tmp_path / "out"
+    text = report.main([str(r.path) for r in runs] + ["--out", str(out)])
+    assert (out / "sharing_norms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shared_section = text.split("## Shared blocks")[1].split("\n## ")[0]
+    assert "](sharing_norms.png)" in shared_section

@@ -541,7 +541,30 @@ def draw_curves(Figure, lm_runs, image_runs, out):
                      for label, r, dashed in zip(labels, image_runs, no_bn)]
             drawn.append((ylabel, plot(Figure, out / f"{name}.png",
                                        f"Image nets: {ylabel} per epoch", ylabel, lines)))
+        lines = report_claims.sharing_norm_lines(image_runs)
+        if lines:
+            drawn.append(("norm of h block by block", plot_norms(
+                Figure, out / "sharing_norms.png", lines)))
     return drawn
+
+
+def plot_norms(Figure, path, lines):
+    """||h|| (mean over val images) after the stem and every block, one line per run: lines
+    are (label, block names, norms), on a log scale (a shared block's iterations may make it
+    explode)."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for label, names, norms in lines:
+        ax.plot(range(len(norms)), norms, marker="o", markersize=3, label=label)
+    longest = max((names for _, names, _ in lines), key=len)
+    ax.set_xticks(range(len(longest)), longest, rotation=60, fontsize="small")
+    ax.set_yscale("log")
+    ax.set(title="Norm of h through the net (intact net, mean over val images)",
+           xlabel="after block", ylabel="‖h‖ (log scale)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -581,8 +604,9 @@ def build_report(runs, out, Figure, command):
                              image_caption(image_runs),
                              markdown_table(IMAGE_HEADER, [image_row(r, out) for r in image_runs]),
                              [f for f in figures if f[1].name.startswith("image_")]))
-        for title, caption, text in report_claims.sections(image_runs):
-            parts.append(section(title, caption, text, []))
+        for title, key, caption, text in report_claims.sections(image_runs):
+            parts.append(section(title, caption, text,
+                                 [f for f in figures if f[1].name == f"{key}_norms.png"]))
     if Figure is None:
         parts.append("_Plots skipped: matplotlib is not installed "
                      "(`pip install matplotlib`, or the `plot` extra)._")

@@ -18,6 +18,10 @@ the criterion they apply, so that a reader can check them:
 * Shared blocks (Jastrzebski et al. 2017): the unshared, shared and shared-with-unshared-BN runs
   of one net, data and schedule side by side: val error, training loss and error, and, where
   `train.analyze iterations` wrote analysis/iterations.json, the norm of h through each stage.
+  Once the runs are finished (and analysed), a verdict on each of the paper's statements:
+  naive sharing makes ||h|| grow more through a stage than in the unshared net, and overfits
+  (a larger val - train error gap); unshared BN lowers the shared net's val error and its
+  ||h|| growth.
 * Extra iterations at test time: from analysis/iterations.json, the val error change after K
   extra applications of each stage's first and last shape-keeping block; the iterative view
   predicts a smaller change for the last block.
@@ -169,18 +173,39 @@ def sharing_kind(args):
     return "shared, unshared BN" if getattr(args, "unshared_bn", False) else "shared"
 
 
-def sharing_claim(image_runs):
-    runs = _with_args(image_runs)
+SHARING_ORDER = ("unshared", "shared", "shared, unshared BN")
+
+
+def sharing_groups(image_runs):
+    """The runs of each net, data and schedule that has a shared run, unshared first."""
     groups = {}
-    for r in runs:   # one group per net, data and schedule that has a shared run
+    for r in _with_args(image_runs):
         key = (r.args.arch, r.args.bn, r.args.limit, r.args.epochs)
         groups.setdefault(key, []).append(r)
+    return [sorted(members, key=lambda r: SHARING_ORDER.index(sharing_kind(r.args)))
+            for members in groups.values()
+            if any(getattr(r.args, "share_blocks", False) for r in members)]
+
+
+def sharing_norm_lines(image_runs):
+    """For the figure of ||h|| block by block: (label, block names, mean ||h||) of every
+    sharing run with its analysis/iterations.json."""
+    lines = []
+    for members in sharing_groups(image_runs):
+        for r in members:
+            result = read_iterations(r)
+            if result is not None:
+                lines.append((f"{_name(r)} ({sharing_kind(r.args)})",
+                              [n["name"] for n in result["norms"]],
+                              [n["norm_mean"] for n in result["norms"]]))
+    return lines
+
+
+def sharing_claim(image_runs):
+    groups = sharing_groups(image_runs)
     rows = []
-    for key, members in groups.items():
-        if not any(getattr(r.args, "share_blocks", False) for r in members):
-            continue
-        order = ("unshared", "shared", "shared, unshared BN")
-        for r in sorted(members, key=lambda r: order.index(sharing_kind(r.args))):
+    for members in groups:
+        for r in members:
             result = read_iterations(r)
             norms = DASH if result is None else "; ".join(
                 f"{first:.3g} → {last:.3g}" for first, last in stage_norms(result).values())
@@ -191,20 +216,113 @@ def sharing_claim(image_runs):
                          norms])
     if not rows:
         return None
-    return markdown_table(["net", "blocks", "run", "state", "val top-1 %", "final train loss",
-                           "train top-1 %", "val − train (points)",
-                           "‖h‖ per stage, first → last block"], rows)
+    table = markdown_table(["net", "blocks", "run", "state", "val top-1 %", "final train loss",
+                            "train top-1 %", "val − train (points)",
+                            "‖h‖ per stage, first → last block"], rows)
+    verdicts = [row for members in groups for row in sharing_verdicts(members)]
+    if not verdicts:
+        return table
+    return "\n\n".join([table, SHARING_VERDICTS_INTRO, markdown_table(
+        ["statement", "runs", "figures", "verdict"], verdicts)])
+
+
+SHARING_VERDICTS_INTRO = (
+    "Jastrzebski et al.'s statements, on finished runs only. ‖h‖ growth is a stage's ‖h‖ after "
+    "its last block over ‖h‖ after its first (shape-changing, never shared) block, i.e. through "
+    "the iterations of the shared block; the gap is val top-1 minus train top-1 error (train "
+    "error as trained: augmented batches, BN on batch statistics). Error differences under "
+    "twice the binomial standard error of the val error are called no difference.")
+
+
+def _stage_growth(result):
+    """{stage: ||h|| after its last block / after its first} from an iterations result."""
+    return {s: last / first for s, (first, last) in stage_norms(result).items()}
+
+
+def _growth_verdict(larger, smaller, what):
+    """Whether `larger`'s ||h|| growth exceeds `smaller`'s in every stage ({stage: ratio}
+    each): supports, contradicts (in no stage), or mixed, naming the stages."""
+    more = [s for s in larger if larger[s] > smaller.get(s, float("inf"))]
+    if len(more) == len(larger):
+        return f"supports: {what} in every stage"
+    if not more:
+        return f"contradicts: {what} in no stage"
+    return f"mixed: {what} in stage{'s' if len(more) > 1 else ''} " + \
+        ", ".join(str(s) for s in more) + " only"
+
+
+def _difference_verdict(delta, noise, supports, contradicts):
+    """A verdict on a difference in points that the statement predicts to be positive."""
+    if delta > noise:
+        return f"supports: {supports}"
+    if delta < -noise:
+        return f"contradicts: {contradicts}"
+    return f"no difference (within ±{noise:.2f})"
+
+
+def sharing_verdicts(members):
+    """Rows [statement, runs, figures, verdict] for one group of sharing runs (one net, data
+    and schedule): the statements whose runs are finished and have their iterations.json."""
+    by_kind = {}
+    for r in members:
+        if (r.finished and read_iterations(r) is not None
+                and None not in (_val_err(r), _train_err(r))):
+            by_kind.setdefault(sharing_kind(r.args), r)
+    unshared, shared = by_kind.get("unshared"), by_kind.get("shared")
+    fixed = by_kind.get("shared, unshared BN")
+    rows = []
+    growth = {kind: _stage_growth(read_iterations(r)) for kind, r in by_kind.items()}
+    noise = max((_two_standard_errors(_val_err(r), read_iterations(r).get("images"))
+                 for r in by_kind.values()), default=0.0)
+
+    def ratios(kind):
+        return "; ".join(f"{g:.2f}" for g in growth[kind].values())
+
+    def gap(r):
+        return 100 * (_val_err(r) - _train_err(r))
+
+    if unshared and shared:
+        rows.append(["naive sharing makes ‖h‖ grow through a stage (representation explosion)",
+                     f"{_name(shared)} / {_name(unshared)}",
+                     f"‖h‖ growth per stage: {ratios('shared')} / {ratios('unshared')}",
+                     _growth_verdict(growth["shared"], growth["unshared"],
+                                     "‖h‖ grows more in the shared net")])
+        rows.append(["naive sharing overfits (a larger val − train gap)",
+                     f"{_name(shared)} / {_name(unshared)}",
+                     f"gap {gap(shared):.2f} / {gap(unshared):.2f} points; val top-1 "
+                     f"{_pct(_val_err(shared))} / {_pct(_val_err(unshared))}",
+                     _difference_verdict(gap(shared) - gap(unshared), noise,
+                                         "the shared net's gap is larger",
+                                         "the shared net's gap is smaller")])
+    if shared and fixed:
+        rows.append(["unshared BN largely fixes it: lower val error than naive sharing",
+                     f"{_name(fixed)} / {_name(shared)}",
+                     f"val top-1 {_pct(_val_err(fixed))} / {_pct(_val_err(shared))}; gap "
+                     f"{gap(fixed):.2f} / {gap(shared):.2f} points",
+                     _difference_verdict(100 * (_val_err(shared) - _val_err(fixed)), noise,
+                                         "unshared BN lowers the val error",
+                                         "unshared BN raises the val error")])
+        rows.append(["unshared BN largely fixes it: less ‖h‖ growth than naive sharing",
+                     f"{_name(fixed)} / {_name(shared)}",
+                     f"‖h‖ growth per stage: {ratios('shared, unshared BN')} / "
+                     f"{ratios('shared')}",
+                     _growth_verdict(growth["shared"], growth["shared, unshared BN"],
+                                     "‖h‖ grows less with unshared BN")])
+    return rows
 
 
 # ---- extra iterations at test time -------------------------------------------------------
 def noise_points(result):
     """Twice the binomial standard error of the intact net's val top-1 error over the
     analysis's images, in points: a change smaller than this is not read as a difference."""
-    errors = [b["iterations"][0]["top1_err"] for b in result["blocks"]]
-    e, n = errors[0], result.get("images")
-    if not n:
-        return 0.0
-    return 200 * (e * (1 - e) / n) ** 0.5
+    return _two_standard_errors(result["blocks"][0]["iterations"][0]["top1_err"],
+                                result.get("images"))
+
+
+def _two_standard_errors(error, images):
+    """Twice the binomial standard error of an error rate over `images` images, in points
+    (0 when the count is unknown)."""
+    return 200 * (error * (1 - error) / images) ** 0.5 if images else 0.0
 
 
 def iteration_deltas(result):
@@ -223,7 +341,7 @@ def iterations_claim(image_runs):
     rows = []
     for r in _with_args(image_runs):
         result = read_iterations(r)
-        if result is None:
+        if result is None or not result["blocks"]:   # (a net with no shape-keeping block)
             continue
         k, noise = result["extra"], noise_points(result)
         for stage, (first, d_first, last_name, d_last) in iteration_deltas(result).items():
@@ -267,9 +385,10 @@ CAPTIONS = {
 
 
 def sections(image_runs):
-    """(title, caption, Markdown) of each claim with runs that bear on it."""
+    """(title, key, caption, Markdown) of each claim with runs that bear on it; key is one of
+    CAPTIONS' (the report adds the figure of "sharing")."""
     found = [("Batch norm at equal training loss (Greff et al. Table 1b, Fig. 5)", "bn",
               bn_claim(image_runs)),
              ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
              ("Extra iterations at test time", "iterations", iterations_claim(image_runs))]
-    return [(title, CAPTIONS[key], text) for title, key, text in found if text]
+    return [(title, key, CAPTIONS[key], text) for title, key, text in found if text]
