@@ -21,6 +21,9 @@ export TINYHW_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE   # OpenBLAS's SkylakeX kernels (see lm_small_queue.sh)
 BN="--limit 10000 --epochs 100 --val-every 5"   # (a) batch norm, compared at equal train loss
 NOBN="$BN --no-bn --lr 0.05 --warmup 5"
+# the plan's next step for a no-BN net that ends above its BN twin's training loss: twice the
+# epochs, into a new folder (val every 10 epochs: the same 20 points on the curve)
+NOBN_E200="--limit 10000 --epochs 200 --val-every 10 --no-bn --lr 0.05 --warmup 5"
 # (b) shared blocks: the BN runs' 10,000 images (the regime where overfitting shows), 50 epochs
 # (a resnet32 run fits one session beside another); a 5-epoch warm-up = 390 steps, as planned
 SHARE="--limit 10000 --epochs 50 --val-every 5 --warmup 5 --arch resnet32"
@@ -31,6 +34,7 @@ CIFAR_NOBN="$CIFAR --no-bn --lr 0.05 --warmup 1"
 declare -A args=(
   [bn_resnet20]="--arch resnet20 $BN"             [bn_resnet20_nobn]="--arch resnet20 $NOBN"
   [bn_highway20]="--arch highway20 $BN"           [bn_highway20_nobn]="--arch highway20 $NOBN"
+  [bn_resnet20_nobn_e200]="--arch resnet20 $NOBN_E200"
   [share_resnet32]="$SHARE"                       [share_resnet32_shared]="$SHARE --share-blocks"
   [share_resnet32_shared_unsharedbn]="$SHARE --share-blocks --unshared-bn"
   [cifar_resnet20]="--arch resnet20 $CIFAR"       [cifar_resnet20_nobn]="--arch resnet20 $CIFAR_NOBN"

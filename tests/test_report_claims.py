@@ -78,6 +78,18 @@ def test_bn_claim_contradicted_and_absent(tmp_path):
     assert report_claims.sections(runs)[0][0].startswith("Batch norm at equal training loss")
 
 
+def test_bn_pairs_only_runs_of_the_same_weight_decay(tmp_path):
+    flags = "--arch resnet20 --limit 10000"
+    runs = [_image_run(tmp_path, "bn", flags, [0.02], 0.20),
+            _image_run(tmp_path, "bn_wd", flags + " --weight-decay 1e-4", [0.01], 0.22),
+            _image_run(tmp_path, "nobn_wd", flags + " --no-bn --weight-decay 1e-4", [0.005],
+                       0.25)]
+    assert [r[2] for r in _body_rows(report_claims.bn_claim(runs))] == [
+        "bn_wd (1 ep.) / nobn_wd (1 ep.)"]
+    assert report.image_variants(runs[2].args) == ["--limit 10,000", "weight decay 0.0001"]
+    assert report.image_variants(runs[0].args) == ["--limit 10,000"]
+
+
 def _iterations_json(run, stage_norms, deltas, images=None):
     """analysis/iterations.json with intact-net norms per stage and, per stage, shape-keeping
     blocks whose error grows by the given amounts after 2 extra applications."""

@@ -57,6 +57,7 @@ from train.memory import gpu_free_bytes, training_bytes
 from train.parallel import RANKS_FLAG, check_batch_split, launch, on_root, ranks_note
 
 CHECKPOINT_KIND = "train.image"
+DEFAULT_WEIGHT_DECAY = 5e-4   # CIFAR ResNets' usual L2 (He et al. 2016); train.report names others
 
 
 def parse_args(argv=None):
@@ -77,8 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=5e-4,
-                   help="L2 weight decay (default 5e-4)")
+    p.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
+                   help=f"L2 weight decay (default {DEFAULT_WEIGHT_DECAY:g})")
     p.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
                    help="cosine to zero, or step: x0.1 at 50%% and 75%% of the epochs "
                         "(default cosine)")

@@ -279,7 +279,9 @@ def kim_small_row(variant):
 
 def image_variants(args):
     """What sets an image run apart from the plain --arch run, besides BN (its own column):
-    shared blocks, unshared BN, a --limit subset. Older commands lack the sharing flags."""
+    shared blocks, unshared BN, a --limit subset, a weight decay other than the default.
+    Older commands lack the sharing flags."""
+    from train.image import DEFAULT_WEIGHT_DECAY
     parts = []
     if getattr(args, "share_blocks", False):
         parts.append("shared blocks")
@@ -287,6 +289,8 @@ def image_variants(args):
         parts.append("unshared BN")
     if getattr(args, "limit", None):
         parts.append(f"--limit {args.limit:,}")
+    if getattr(args, "weight_decay", DEFAULT_WEIGHT_DECAY) != DEFAULT_WEIGHT_DECAY:
+        parts.append(f"weight decay {args.weight_decay:g}")
     return parts
 
 

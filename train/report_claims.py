@@ -8,13 +8,13 @@ the criterion they apply, so that a reader can check them:
 
 * Batch norm regularises (Greff et al. 2017, Table 1b and Fig. 5): without BN a net reaches a
   lower training loss but a higher validation error. Each no-BN run is compared with the BN run
-  of the same net and data (--arch, --limit, sharing flags) whose schedule is the longest not
-  above its own (a no-BN net may train longer, never shorter), on the final epoch's `train_loss`
-  (the mean loss of the epoch's augmented batches, as trained) and the final model's val top-1
-  error. The
-  claim is only tested when the no-BN net's training loss is at or below the BN net's: otherwise
-  the no-BN net underfits and the row says "not resolved". A second row set compares the no-BN
-  Highway and Residual nets of one depth and data: the paper's Highway net fits better.
+  of the same net and data (--arch, --limit, sharing flags, weight decay) whose schedule is the
+  longest not above its own (a no-BN net may train longer, never shorter), on the final epoch's
+  `train_loss` (the mean loss of the epoch's augmented batches, as trained) and the final
+  model's val top-1 error. The claim is only tested when the no-BN net's training loss is at or
+  below the BN net's: otherwise the no-BN net underfits and the row says "not resolved". A
+  second row set compares the no-BN Highway and Residual nets of one depth and data: the
+  paper's Highway net fits better.
 * Shared blocks (Jastrzebski et al. 2017): the unshared, shared and shared-with-unshared-BN runs
   of one net, data and schedule side by side: val error, training loss and error, and, where
   `train.analyze iterations` wrote analysis/iterations.json, the norm of h through each stage.
@@ -63,9 +63,11 @@ def _state(run):
 
 
 def _data_key(args):
-    """What must match for two runs to be compared: the training images and the sharing."""
+    """What must match for two runs to be compared: the training images, the sharing and the
+    weight decay (without BN, L2 limits how well a net can fit; with BN it mostly does not,
+    as the conv weights' scale does not change the output)."""
     return (args.limit, bool(getattr(args, "share_blocks", False)),
-            bool(getattr(args, "unshared_bn", False)))
+            bool(getattr(args, "unshared_bn", False)), getattr(args, "weight_decay", None))
 
 
 def _family_depth(arch):
@@ -180,7 +182,8 @@ def sharing_groups(image_runs):
     """The runs of each net, data and schedule that has a shared run, unshared first."""
     groups = {}
     for r in _with_args(image_runs):
-        key = (r.args.arch, r.args.bn, r.args.limit, r.args.epochs)
+        key = (r.args.arch, r.args.bn, r.args.limit, r.args.epochs,
+               getattr(r.args, "weight_decay", None))
         groups.setdefault(key, []).append(r)
     return [sorted(members, key=lambda r: SHARING_ORDER.index(sharing_kind(r.args)))
             for members in groups.values()
