@@ -179,6 +179,22 @@ def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
     _iterations_json(other, [[1.0, 2.0, 3.0]] * 2, [[0.01, 0.002], [0.0, 0.02]], images=100)
     assert [r[5] for r in _body_rows(report_claims.iterations_claim([other]))] == [
         "no difference (within ±8.00)"] * 2
+    # in a net with shared blocks, blocks 2.. of a stage are one map: no comparison, unless
+    # the stage's first shape-keeping block is its own block 1 (stage 1 of a CIFAR ResNet)
+    shared = _image_run(tmp_path, "shared", "--arch resnet32 --share-blocks", [0.5], 0.2)
+    _iterations_json(shared, [[1.0, 2.0, 3.0]], [[0.01, 0.01]])
+    blocks = json.loads((shared.path / "analysis" / "iterations.json").read_text())
+    first_stage = dict(blocks["blocks"][0], block=1, name="s1b1", iterations=[
+        dict(it, top1_err=0.2 + j * 0.05) for j, it in enumerate(blocks["blocks"][0]["iterations"])])
+    blocks["blocks"].insert(0, first_stage)
+    (shared.path / "analysis" / "iterations.json").write_text(json.dumps(blocks))
+    assert [r[3:] for r in _body_rows(report_claims.iterations_claim([shared]))] == [
+        ["s1b1: +10.00", "s1b3: +1.00", "supports"]]
+    for b in blocks["blocks"]:
+        b["stage"] = 2 if b["block"] > 1 else 1
+    (shared.path / "analysis" / "iterations.json").write_text(json.dumps(blocks))
+    assert [r[5] for r in _body_rows(report_claims.iterations_claim([shared]))] == [
+        "—", "— (shared blocks: the same map, so the same change)"]
 
 
 def test_report_has_the_claim_sections(tmp_path, monkeypatch):

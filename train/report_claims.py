@@ -231,8 +231,8 @@ def sharing_claim(image_runs):
 
 SHARING_VERDICTS_INTRO = (
     "Jastrzebski et al.'s statements, on finished runs only. ‖h‖ growth is a stage's ‖h‖ after "
-    "its last block over ‖h‖ after its first (shape-changing, never shared) block, i.e. through "
-    "the iterations of the shared block; the gap is val top-1 minus train top-1 error (train "
+    "its last block over ‖h‖ after its first block (never shared), i.e. through the iterations "
+    "of the shared block; the gap is val top-1 minus train top-1 error (train "
     "error as trained: augmented batches, BN on batch statistics). Error differences under "
     "twice the binomial standard error of the val error are called no difference.")
 
@@ -330,14 +330,15 @@ def _two_standard_errors(error, images):
 
 def iteration_deltas(result):
     """Per stage: (first shape-keeping block's name, its val error change after the most
-    extra applications, the last block's name, its change); stages with one shape-keeping
-    block give the same block twice."""
+    extra applications, the last block's name, its change, the first one's block number in
+    its stage); stages with one shape-keeping block give the same block twice."""
     by_stage = {}
     for b in result["blocks"]:
         its = b["iterations"]
         by_stage.setdefault(b["stage"], []).append(
-            (b["name"], its[-1]["top1_err"] - its[0]["top1_err"]))
-    return {s: (v[0][0], v[0][1], v[-1][0], v[-1][1]) for s, v in sorted(by_stage.items())}
+            (b["name"], its[-1]["top1_err"] - its[0]["top1_err"], b["block"]))
+    return {s: (v[0][0], v[0][1], v[-1][0], v[-1][1], v[0][2])
+            for s, v in sorted(by_stage.items())}
 
 
 def iterations_claim(image_runs):
@@ -347,9 +348,13 @@ def iterations_claim(image_runs):
         if result is None or not result["blocks"]:   # (a net with no shape-keeping block)
             continue
         k, noise = result["extra"], noise_points(result)
-        for stage, (first, d_first, last_name, d_last) in iteration_deltas(result).items():
+        for stage, (first, d_first, last_name, d_last, first_number) in \
+                iteration_deltas(result).items():
             if first == last_name:
                 verdict = DASH
+            elif getattr(r.args, "share_blocks", False) and first_number > 1:
+                # blocks 2.. of a stage all apply its one shared block (block 1 is its own)
+                verdict = f"{DASH} (shared blocks: the same map, so the same change)"
             elif abs(100 * (d_last - d_first)) < noise:
                 verdict = f"no difference (within ±{noise:.2f})"
             else:
