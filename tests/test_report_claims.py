@@ -230,3 +230,17 @@ def test_report_draws_the_norms_of_the_sharing_runs(tmp_path):
     assert (out / "sharing_norms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shared_section = text.split("## Shared blocks")[1].split("\n## ")[0]
     assert "](sharing_norms.png)" in shared_section
+    assert not (out / "bn_curves.png").exists()     # no BN pair among these runs
+
+
+def test_report_draws_the_batch_norm_pairs(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [_image_run(tmp_path, "bn", "--arch resnet20", [0.5, 0.1], 0.2),
+            _image_run(tmp_path, "nobn", "--arch resnet20 --no-bn", [0.9, 0.3], 0.3)]
+    assert [(a.path.name, b.path.name) for a, b in report_claims.bn_pairs(runs)] == [
+        ("bn", "nobn")]
+    out = tmp_path / "out"
+    text = report.main([str(r.path) for r in runs] + ["--out", str(out)])
+    assert (out / "bn_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bn_section = text.split("## Batch norm at equal training loss")[1].split("\n## ")[0]
+    assert "](bn_curves.png)" in bn_section

@@ -545,11 +545,38 @@ def draw_curves(Figure, lm_runs, image_runs, out):
                      for label, r, dashed in zip(labels, image_runs, no_bn)]
             drawn.append((ylabel, plot(Figure, out / f"{name}.png",
                                        f"Image nets: {ylabel} per epoch", ylabel, lines)))
+        pairs = report_claims.bn_pairs(image_runs)
+        if pairs:
+            drawn.append(("batch norm pairs: train loss and val error", plot_bn_pairs(
+                Figure, out / "bn_curves.png", pairs)))
         lines = report_claims.sharing_norm_lines(image_runs)
         if lines:
             drawn.append(("norm of h block by block", plot_norms(
                 Figure, out / "sharing_norms.png", lines)))
     return drawn
+
+
+def plot_bn_pairs(Figure, path, pairs):
+    """Greff et al.'s Fig. 5 for each (BN run, no-BN run) pair: training loss and val top-1
+    error per epoch side by side, one colour per pair, BN solid and no BN dashed (a BN run
+    in several pairs is drawn once per pair)."""
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    loss_ax, err_ax = fig.subplots(1, 2)
+    for colour, (bn, nobn) in enumerate(pairs):
+        for run, dashed in ((bn, False), (nobn, True)):
+            label = f"{run.path.name} ({'BN' if run.args.bn else 'no BN'})"
+            for ax, key, scale in ((loss_ax, "train_loss", 1), (err_ax, "val_top1_err", 100)):
+                ax.plot(*run.curve(key, scale), color=f"C{colour}",
+                        linestyle="--" if dashed else "-", marker="o", markersize=2,
+                        label=label if ax is loss_ax else None)
+    loss_ax.set(title="training loss (as trained)", xlabel="epoch", ylabel="train loss",
+                yscale="log")
+    err_ax.set(title="validation error", xlabel="epoch", ylabel="val top-1 error %")
+    for ax in (loss_ax, err_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def plot_norms(Figure, path, lines):
@@ -610,7 +637,7 @@ def build_report(runs, out, Figure, command):
                              [f for f in figures if f[1].name.startswith("image_")]))
         for title, key, caption, text in report_claims.sections(image_runs):
             parts.append(section(title, caption, text,
-                                 [f for f in figures if f[1].name == f"{key}_norms.png"]))
+                                 [f for f in figures if f[1].name.startswith(f"{key}_")]))
     if Figure is None:
         parts.append("_Plots skipped: matplotlib is not installed "
                      "(`pip install matplotlib`, or the `plot` extra)._")

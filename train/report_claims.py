@@ -98,23 +98,31 @@ def bn_verdict(bn, nobn):
             "or better")
 
 
-def bn_claim(image_runs):
+def bn_pairs(image_runs):
+    """(BN run, no-BN run) pairs: each no-BN run with its BN twins, the runs of the same net
+    and data whose schedule is the longest not above its own (a no-BN net may be trained
+    longer to reach the BN net's training loss, never shorter)."""
     runs = _with_args(image_runs)
-    rows = []
+    pairs = []
     for nobn in (r for r in runs if not r.args.bn):
-        # its BN twin: same net and data, the longest schedule not above its own (a no-BN net
-        # may be trained longer to reach the BN net's training loss, never shorter)
         twins = [r for r in runs if r.args.bn and r.args.arch == nobn.args.arch
                  and _data_key(r.args) == _data_key(nobn.args)
                  and r.args.epochs <= nobn.args.epochs]
         longest = max((r.args.epochs for r in twins), default=None)
-        for bn in (r for r in twins if r.args.epochs == longest):
-            rows.append([bn.args.arch, f"{bn.args.limit:,}" if bn.args.limit else "all",
-                         f"{_name(bn)} ({bn.args.epochs} ep.) / {_name(nobn)} "
-                         f"({nobn.args.epochs} ep.)",
-                         f"{_loss(_train_loss(bn))} / {_loss(_train_loss(nobn))}",
-                         f"{_pct(_val_err(bn))} / {_pct(_val_err(nobn))}",
-                         bn_verdict(bn, nobn)])
+        pairs += [(bn, nobn) for bn in twins if bn.args.epochs == longest]
+    return pairs
+
+
+def bn_claim(image_runs):
+    runs = _with_args(image_runs)
+    rows = []
+    for bn, nobn in bn_pairs(runs):
+        rows.append([bn.args.arch, f"{bn.args.limit:,}" if bn.args.limit else "all",
+                     f"{_name(bn)} ({bn.args.epochs} ep.) / {_name(nobn)} "
+                     f"({nobn.args.epochs} ep.)",
+                     f"{_loss(_train_loss(bn))} / {_loss(_train_loss(nobn))}",
+                     f"{_pct(_val_err(bn))} / {_pct(_val_err(nobn))}",
+                     bn_verdict(bn, nobn)])
     fits = []
     for highway in (r for r in runs if not r.args.bn):
         fd = _family_depth(highway.args.arch)
