@@ -62,12 +62,17 @@ def _state(run):
     return "finished" if run.finished else f"in progress (epoch {run.epochs_done} of {a.epochs})"
 
 
+def _training_key(args):
+    """The training settings two compared runs share: the training images and the weight
+    decay (without BN, L2 limits how well a net can fit; with BN it mostly does not, as the
+    conv weights' scale does not change the output)."""
+    return args.limit, getattr(args, "weight_decay", None)
+
+
 def _data_key(args):
-    """What must match for two runs to be compared: the training images, the sharing and the
-    weight decay (without BN, L2 limits how well a net can fit; with BN it mostly does not,
-    as the conv weights' scale does not change the output)."""
-    return (args.limit, bool(getattr(args, "share_blocks", False)),
-            bool(getattr(args, "unshared_bn", False)), getattr(args, "weight_decay", None))
+    """What must match for two runs to be compared: the training settings and the sharing."""
+    return (_training_key(args), bool(getattr(args, "share_blocks", False)),
+            bool(getattr(args, "unshared_bn", False)))
 
 
 def _family_depth(arch):
@@ -190,8 +195,7 @@ def sharing_groups(image_runs):
     """The runs of each net, data and schedule that has a shared run, unshared first."""
     groups = {}
     for r in _with_args(image_runs):
-        key = (r.args.arch, r.args.bn, r.args.limit, r.args.epochs,
-               getattr(r.args, "weight_decay", None))
+        key = (r.args.arch, r.args.bn, r.args.epochs, _training_key(r.args))
         groups.setdefault(key, []).append(r)
     return [sorted(members, key=lambda r: SHARING_ORDER.index(sharing_kind(r.args)))
             for members in groups.values()
@@ -274,17 +278,19 @@ def _difference_verdict(delta, noise, supports, contradicts):
 def sharing_verdicts(members):
     """Rows [statement, runs, figures, verdict] for one group of sharing runs (one net, data
     and schedule): the statements whose runs are finished and have their iterations.json."""
-    by_kind = {}
+    by_kind, results = {}, {}   # the first usable run of each kind, and its iterations.json
     for r in members:
-        if (r.finished and read_iterations(r) is not None
+        result = read_iterations(r) if r.finished else None
+        kind = sharing_kind(r.args)
+        if (result is not None and kind not in by_kind
                 and None not in (_val_err(r), _train_err(r))):
-            by_kind.setdefault(sharing_kind(r.args), r)
+            by_kind[kind], results[kind] = r, result
     unshared, shared = by_kind.get("unshared"), by_kind.get("shared")
     fixed = by_kind.get("shared, unshared BN")
     rows = []
-    growth = {kind: _stage_growth(read_iterations(r)) for kind, r in by_kind.items()}
-    noise = max((_two_standard_errors(_val_err(r), read_iterations(r).get("images"))
-                 for r in by_kind.values()), default=0.0)
+    growth = {kind: _stage_growth(result) for kind, result in results.items()}
+    noise = max((_two_standard_errors(_val_err(by_kind[kind]), result.get("images"))
+                 for kind, result in results.items()), default=0.0)
 
     def ratios(kind):
         return "; ".join(f"{g:.2f}" for g in growth[kind].values())
@@ -402,7 +408,7 @@ CAPTIONS = {
 
 def sections(image_runs):
     """(title, key, caption, Markdown) of each claim with runs that bear on it; key is one of
-    CAPTIONS' (the report adds the figure of "sharing")."""
+    CAPTIONS' (the report adds to a section the figures it drew as <key>_*.png)."""
     found = [("Batch norm at equal training loss (Greff et al. Table 1b, Fig. 5)", "bn",
               bn_claim(image_runs)),
              ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
