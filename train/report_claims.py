@@ -25,11 +25,13 @@ the criterion they apply, so that a reader can check them:
 * Extra iterations at test time: from analysis/iterations.json, the val error change after K
   extra applications of each stage's first and last shape-keeping block; the iterative view
   predicts a smaller change for the last block.
+* Iterative inference and estimation inside each stage: train/report_inference.py.
 """
 import json
 import re
 from pathlib import Path
 
+from train import report_inference
 from train.markdown import DASH, markdown_table
 
 
@@ -403,6 +405,7 @@ CAPTIONS = {
                    "minus the intact net's. Differences below twice the binomial standard error "
                    "of the intact net's error over the analysed images are called no "
                    "difference."),
+    "inference": report_inference.CAPTION,
 }
 
 
@@ -412,5 +415,7 @@ def sections(image_runs):
     found = [("Batch norm at equal training loss (Greff et al. Table 1b, Fig. 5)", "bn",
               bn_claim(image_runs)),
              ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
-             ("Extra iterations at test time", "iterations", iterations_claim(image_runs))]
+             ("Extra iterations at test time", "iterations", iterations_claim(image_runs)),
+             ("Iterative inference and estimation inside each stage (Jastrzebski et al. 2017; "
+              "Greff et al. Fig. 3)", "inference", report_inference.inference_claim(image_runs))]
     return [(title, key, CAPTIONS[key], text) for title, key, text in found if text]

@@ -1,0 +1,81 @@
+"""train.report's iterative-inference section (train/report_inference.py) on fake run folders:
+per stage, each block's cosines, norm ratio and estimation error, the sign of each mean judged
+against twice its standard error, and iterative.json files from before issue 12 named as stale."""
+import json
+
+from train import report_claims, report_inference
+from tests.test_report_claims import _body_rows, _image_run
+
+
+def _summary(mean, std=0.1, count=10000):
+    return {"mean": mean, "std": std, "p5": mean - std, "p95": mean + std, "count": count,
+            "undefined": 0}
+
+
+def _analyses(run, cosines, ratios):
+    """iterative.json with per stage the blocks' mean cos_rest_of_net (block 1 changes the
+    shape in stages after the first), and estimation_error.json with their rel_std."""
+    blocks = []
+    for s, means in enumerate(cosines, start=1):
+        for k, mean in enumerate(means, start=1):
+            keeps = s == 1 or k > 1
+            blocks.append({"stage": s, "block": k, "name": f"s{s}b{k}", "kind": "residual",
+                           "shape_changing": not keeps, "cos_rest_of_net": _summary(mean),
+                           "cos_through_block": _summary(mean / 10) if keeps else None,
+                           "norm_ratio": _summary(0.5 + k / 10)})
+    stages = [{"stage": s, "a_std": 1.0, "blocks": [
+        {"block": k, "name": f"s{s}b{k}", "mean": 0.0, "std": r, "mean_abs": r, "rel_std": r}
+        for k, r in enumerate(values + [0.0], start=1)]} for s, values in
+        enumerate(ratios, start=1)]
+    folder = run.path / "analysis"
+    folder.mkdir()
+    (folder / "iterative.json").write_text(json.dumps(
+        {"analysis": "iterative", "headline": "cos_rest_of_net", "blocks": blocks}))
+    (folder / "estimation_error.json").write_text(json.dumps(
+        {"analysis": "estimation_error", "stages": stages}))
+
+
+def test_rows_per_stage_with_the_verdicts(tmp_path):
+    run = _image_run(tmp_path, "net", "--arch resnet20", [0.5], 0.2)
+    # std 0.1 over 10,000 images: a standard error of 0.001, so |mean| <= 0.002 is unclear
+    _analyses(run, [[0.04, 0.03, 0.1], [0.05, 0.0015, 0.2], [0.06, -0.01, 0.3]],
+              [[0.7, 0.4], [0.6, 0.8], [0.9, 0.9]])
+    rows = _body_rows(report_inference.inference_claim([run]))
+    assert rows[0] == ["net", "1", "s1b1–s1b3", "0.040 / 0.030 / 0.100",
+                       "0.004 / 0.003 / 0.010", "0.60 / 0.70 / 0.80",
+                       "supports: positive in every block", "0.70 / 0.40",
+                       "yes: it never grows"]
+    assert rows[1][4] == "— / 0.000 / 0.020"        # no "-0.000", and — for block 1
+    assert rows[1][6:] == ["mixed: not clearly above 0 in s2b2", "0.60 / 0.80",
+                           "no: it grows somewhere"]
+    assert rows[2][6:] == ["contradicts: negative in s3b2", "0.90 / 0.90", "yes: it never grows"]
+
+
+def test_sign_needs_twice_the_standard_error():
+    assert report_inference.cosine_sign(_summary(0.021, std=0.1, count=100)) == 1
+    assert report_inference.cosine_sign(_summary(0.019, std=0.1, count=100)) == 0
+    assert report_inference.cosine_sign(_summary(-0.021, std=0.1, count=100)) == -1
+    assert report_inference.cosine_sign({"mean": None, "count": 0}) == 0
+    assert report_inference.cosine_sign(None) == 0
+
+
+def test_missing_estimation_and_stale_iterative(tmp_path):
+    run = _image_run(tmp_path, "net", "--arch resnet20", [0.5], 0.2)
+    _analyses(run, [[0.04, 0.03, 0.1]], [[0.7, 0.4]])
+    (run.path / "analysis" / "estimation_error.json").unlink()
+    old = _image_run(tmp_path, "old", "--arch resnet20", [0.5], 0.2)
+    (old.path / "analysis").mkdir()
+    (old.path / "analysis" / "iterative.json").write_text(json.dumps(
+        {"analysis": "iterative", "blocks": [{"stage": 1, "block": 1, "name": "s1b1",
+                                              "cosine": _summary(0.0)}]}))
+    text = report_inference.inference_claim([run, old])
+    assert [r[0] for r in _body_rows(text)] == ["net"]
+    assert _body_rows(text)[0][7:] == ["—", "—"]
+    assert text.endswith("with only the cosine through the block and the float32-cancelled "
+                         "loss gradient): old. `train.analyze iterative` on the checkpoint again "
+                         "replaces it.")
+    assert "| old |" not in report_inference.inference_claim([old])
+    bare = _image_run(tmp_path, "bare", "--arch resnet20", [0.5], 0.2)
+    assert report_inference.inference_claim([bare]) is None
+    titles = [s[1] for s in report_claims.sections([run])]
+    assert titles == ["inference"]
