@@ -63,11 +63,11 @@ def _mean(summary):
 def cosine_sign(summary):
     """+1, -1 or 0: the sign of a block's mean cosine, 0 when it lies within twice its
     standard error of 0 (or is undefined)."""
-    mean, std, count = (summary or {}).get("mean"), (summary or {}).get("std"), \
-        (summary or {}).get("count")
+    summary = summary or {}
+    mean, count = summary.get("mean"), summary.get("count")
     if mean is None or not count:
         return 0
-    standard_error = (std or 0.0) / count ** 0.5
+    standard_error = (summary.get("std") or 0.0) / count ** 0.5
     return 0 if abs(mean) <= 2 * standard_error else (1 if mean > 0 else -1)
 
 
