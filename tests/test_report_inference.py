@@ -3,7 +3,8 @@ per stage, each block's cosines, norm ratio and estimation error, the sign of ea
 against twice its standard error, and iterative.json files from before issue 12 named as stale."""
 import json
 
-from train import report_claims, report_inference
+from train import report, report_claims, report_inference
+from tests.test_report import _lm_epoch, _write_run
 from tests.test_report_claims import _body_rows, _image_run
 
 
@@ -79,3 +80,25 @@ def test_missing_estimation_and_stale_iterative(tmp_path):
     assert report_inference.inference_claim([bare]) is None
     titles = [s[1] for s in report_claims.sections([run])]
     assert titles == ["inference"]
+
+
+def test_char_lm_stack_is_one_stage_and_the_report_shows_it(tmp_path):
+    folder = _write_run(tmp_path / "lm_residual", ["python -m train.lm --variant residual"],
+                        [_lm_epoch(1, 200.0)])
+    (folder / "analysis").mkdir()
+    layers = [{"layer": k, "name": f"highway{k}", "cos_rest_of_net": _summary(mean),
+               "cos_through_block": _summary(0.0), "norm_ratio": _summary(0.9)}
+              for k, mean in ((1, 0.04), (2, -0.0004))]
+    (folder / "analysis" / "iterative.json").write_text(json.dumps(
+        {"analysis": "iterative", "headline": "cos_rest_of_net", "layers": layers}))
+    (folder / "analysis" / "estimation_error.json").write_text(json.dumps(
+        {"analysis": "estimation_error", "layers": [
+            {"layer": 1, "name": "highway1", "rel_std": 0.82},
+            {"layer": 2, "name": "highway2", "rel_std": 0.0}]}))
+    lm = report.load_run(folder)
+    assert _body_rows(report_inference.inference_claim([lm])) == [[
+        "lm_residual", "highway stack", "highway1–highway2", "0.040 / 0.000", "0.000 / 0.000",
+        "0.90 / 0.90", "mixed: not clearly above 0 in highway2", "0.82", "—"]]
+    text, _ = report.build_report([lm], tmp_path / "out", None, "python -m train.report")
+    assert "## Iterative inference and estimation inside each stage" in text
+    assert "| lm_residual | highway stack |" in text

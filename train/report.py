@@ -635,9 +635,9 @@ def build_report(runs, out, Figure, command):
                              image_caption(image_runs),
                              markdown_table(IMAGE_HEADER, [image_row(r, out) for r in image_runs]),
                              [f for f in figures if f[1].name.startswith("image_")]))
-        for title, key, caption, text in report_claims.sections(image_runs):
-            parts.append(section(title, caption, text,
-                                 [f for f in figures if f[1].name.startswith(f"{key}_")]))
+    for title, key, caption, text in report_claims.sections(image_runs, lm_runs):
+        parts.append(section(title, caption, text,
+                             [f for f in figures if f[1].name.startswith(f"{key}_")]))
     if Figure is None:
         parts.append("_Plots skipped: matplotlib is not installed "
                      "(`pip install matplotlib`, or the `plot` extra)._")

@@ -409,13 +409,14 @@ CAPTIONS = {
 }
 
 
-def sections(image_runs):
+def sections(image_runs, lm_runs=()):
     """(title, key, caption, Markdown) of each claim with runs that bear on it; key is one of
-    CAPTIONS' (the report adds to a section the figures it drew as <key>_*.png)."""
+    CAPTIONS' (the report adds to a section the figures it drew as <key>_*.png). Only the
+    iterative-inference section reads the char-LM runs."""
     found = [("Batch norm at equal training loss (Greff et al. Table 1b, Fig. 5)", "bn",
               bn_claim(image_runs)),
              ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
              ("Extra iterations at test time", "iterations", iterations_claim(image_runs)),
              ("Iterative inference and estimation inside each stage (Jastrzebski et al. 2017; "
-              "Greff et al. Fig. 3)", "inference", report_inference.inference_claim(image_runs))]
+              "Greff et al. Fig. 3)", "inference", report_inference.inference_claim(list(image_runs) + list(lm_runs)))]
     return [(title, key, CAPTIONS[key], text) for title, key, text in found if text]

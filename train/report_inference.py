@@ -1,6 +1,7 @@
-"""train.report's section on iterative inference and estimation inside each stage of the CIFAR
-nets (issue 12), from the analyses `train.analyze iterative` and `train.analyze
-estimation-error` wrote into a run's analysis/ folder.
+"""train.report's section on iterative inference and estimation inside each stage of the image
+nets and of the char-LMs' highway stacks (issue 12), from the analyses `train.analyze
+iterative` and `train.analyze estimation-error` wrote into a run's analysis/ folder. A
+char-LM's stack is its one stage, its layers the blocks.
 
 One row per run and stage, each block's figures side by side:
 
@@ -26,15 +27,16 @@ from train.markdown import DASH, markdown_table
 
 CAPTION = ("Iterative inference (Jastrzebski et al. 2017) and iterative estimation (Greff et al. "
            "2017, Fig. 3) inside each stage, from `train.analyze iterative` and "
-           "`train.analyze estimation-error` on the val images; one figure per block of the "
-           "stage, in order. cos_rest_of_net (the headline) is cos(F(h), −∂L_rest/∂u), "
-           "F(h) = block(h) − shortcut(h) and L_rest the loss of the net with the block "
-           "removed: positive when the block moves h down the rest of the net's loss. A mean "
-           "counts as positive only when it exceeds twice its standard error over the images. "
-           "cos_through_block uses the full net's gradient through the block (— where the block "
-           "changes the shape). The estimation error is std(a_k − A) / std(A) for each block "
-           "but the last (A, the stage output, itself); Greff et al.'s view predicts that it "
-           "does not grow with depth.")
+           "`train.analyze estimation-error` on the validation split (images, or a char-LM's "
+           "words); one figure per block of the stage, in order (a char-LM's highway stack is "
+           "its one stage, its layers the blocks). cos_rest_of_net (the headline) is "
+           "cos(F(h), −∂L_rest/∂u), F(h) = block(h) − shortcut(h) and L_rest the loss of the "
+           "net with the block removed: positive when the block moves h down the rest of the "
+           "net's loss. A mean counts as positive only when it exceeds twice its standard error "
+           "over the examples. cos_through_block uses the full net's gradient through the block "
+           "(— where the block changes the shape). The estimation error is std(a_k − A) / "
+           "std(A) for each block but the last (A, the stage output, itself); Greff et al.'s "
+           "view predicts that it does not grow with depth.")
 
 
 def _read(run, name):
@@ -42,11 +44,27 @@ def _read(run, name):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _by_stage(blocks):
+# A char-LM's analyses have no stages: its highway stack's layers are the one stage it has.
+LM_STAGE = "highway stack"
+
+
+def _stages(result):
+    """{stage: [its blocks in order]} of an iterative result (a char-LM's: its layers)."""
+    if "layers" in result:
+        return {LM_STAGE: result["layers"]}
     stages = {}
-    for b in blocks:
+    for b in result["blocks"]:
         stages.setdefault(b["stage"], []).append(b)
     return dict(sorted(stages.items()))
+
+
+def _estimation_stages(result):
+    """{stage: [its blocks' estimation errors in order]} of an estimation-error result."""
+    if result is None:
+        return {}
+    if "layers" in result:
+        return {LM_STAGE: result["layers"]}
+    return {s["stage"]: s["blocks"] for s in result["stages"]}
 
 
 def _joined(values, digits=3):
@@ -83,10 +101,9 @@ def cosine_verdict(blocks):
     return "supports: positive in every block"
 
 
-def estimation_cells(stage):
-    """(the stage's std(a_k - A) / std(A) per block but the last, verdict) of an estimation
-    error result's stage."""
-    ratios = [b["rel_std"] for b in stage["blocks"][:-1]]
+def estimation_cells(blocks):
+    """(std(a_k - A) / std(A) of a stage's blocks but the last, verdict)."""
+    ratios = [b["rel_std"] for b in blocks[:-1]]
     if len(ratios) < 2:
         return _joined(ratios, 2), DASH
     shrinks = all(later <= earlier for earlier, later in zip(ratios, ratios[1:]))
@@ -94,31 +111,32 @@ def estimation_cells(stage):
                                        else "no: it grows somewhere")
 
 
-def stale_runs(image_runs):
+def stale_runs(runs):
     """The names of runs whose iterative.json predates cos_rest_of_net."""
-    return [Path(r.path).name for r in image_runs
+    return [Path(r.path).name for r in runs
             if (result := _read(r, "iterative")) is not None and "headline" not in result]
 
 
-def inference_claim(image_runs):
-    """Markdown: the table (one row per run and stage) and the stale runs, or None."""
+def inference_claim(runs):
+    """Markdown: the table (one row per run and stage) and the stale runs, or None. `runs` may
+    mix image nets and char-LMs."""
     rows = []
-    for r in image_runs:
+    for r in runs:
         result = _read(r, "iterative")
         if result is None or "headline" not in result:
             continue
-        estimation = _read(r, "estimation_error")
-        estimation_stages = {s["stage"]: s for s in (estimation or {}).get("stages", [])}
-        for stage, blocks in _by_stage(result["blocks"]).items():
-            ratios, sharpens = (estimation_cells(estimation_stages[stage])
-                                if stage in estimation_stages else (DASH, DASH))
+        estimation = _estimation_stages(_read(r, "estimation_error"))
+        for stage, blocks in _stages(result).items():
+            ratios, sharpens = (estimation_cells(estimation[stage]) if stage in estimation
+                                else (DASH, DASH))
             rows.append([Path(r.path).name, str(stage),
-                         f"{blocks[0]['name']}–{blocks[-1]['name']}",
+                         blocks[0]["name"] if len(blocks) == 1
+                         else f"{blocks[0]['name']}–{blocks[-1]['name']}",
                          _joined(_mean(b.get("cos_rest_of_net")) for b in blocks),
                          _joined(_mean(b.get("cos_through_block")) for b in blocks),
                          _joined((_mean(b.get("norm_ratio")) for b in blocks), 2),
                          cosine_verdict(blocks), ratios, sharpens])
-    stale = stale_runs(image_runs)
+    stale = stale_runs(runs)
     if not rows and not stale:
         return None
     parts = []
