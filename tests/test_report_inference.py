@@ -102,3 +102,16 @@ def test_char_lm_stack_is_one_stage_and_the_report_shows_it(tmp_path):
     text, _ = report.build_report([lm], tmp_path / "out", None, "python -m train.report")
     assert "## Iterative inference and estimation inside each stage" in text
     assert "| lm_residual | highway stack |" in text
+
+
+def test_runs_of_the_same_folder_name_are_told_apart(tmp_path):
+    old = _image_run(tmp_path / "results", "net", "--arch resnet20", [0.5], 0.2)
+    new = _image_run(tmp_path / "results" / "issue12", "net", "--arch resnet20", [0.5], 0.2)
+    _analyses(new, [[0.04, 0.03, 0.1]], [[0.7, 0.4]])
+    (old.path / "analysis").mkdir()
+    (old.path / "analysis" / "iterative.json").write_text(json.dumps(
+        {"analysis": "iterative", "blocks": []}))
+    text, _ = report.build_report([old, new], tmp_path / "out", None, "python -m train.report")
+    assert [old.name, new.name] == ["results/net", "issue12/net"]
+    assert "| issue12/net | 1 | s1b1–s1b3 |" in text
+    assert "replaces it" in text and "stale" in text and ": results/net." in text

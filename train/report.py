@@ -78,6 +78,10 @@ class Run:
     epochs: list = field(default_factory=list)  # per-epoch records, one per epoch number
     final: dict | None = None                   # the latest final record still valid
     final_epoch: int = 0                        # epochs done when `final` was written
+    name: str = ""                              # as the tables name it (the folder's name)
+
+    def __post_init__(self):
+        self.name = self.name or self.path.name
 
     @property
     def finished(self):
@@ -564,7 +568,7 @@ def plot_bn_pairs(Figure, path, pairs):
     loss_ax, err_ax = fig.subplots(1, 2)
     for colour, (bn, nobn) in enumerate(pairs):
         for run, dashed in ((bn, False), (nobn, True)):
-            label = f"{run.path.name} ({'BN' if run.args.bn else 'no BN'})"
+            label = f"{run.name} ({'BN' if run.args.bn else 'no BN'})"
             for ax, key, scale in ((loss_ax, "train_loss", 1), (err_ax, "val_top1_err", 100)):
                 ax.plot(*run.curve(key, scale), color=f"C{colour}",
                         linestyle="--" if dashed else "-", marker="o", markersize=2,
@@ -612,8 +616,18 @@ def section(title, caption, table, figures):
     return "\n\n".join(parts)
 
 
+def name_runs(runs):
+    """Runs whose folders share a name (a rerun of results/x as results/issue12/x) are named
+    with their parent folder too, so that no table row is ambiguous."""
+    names = [r.path.name for r in runs]
+    for r in runs:
+        if names.count(r.path.name) > 1:
+            r.name = f"{r.path.resolve().parent.name}/{r.path.name}"
+
+
 def build_report(runs, out, Figure, command):
     """(Markdown text, PNG paths drawn into `out`); no PNGs when Figure (matplotlib) is None."""
+    name_runs(runs)
     lm_runs = [r for r in runs if r.kind == "lm"]
     image_runs = [r for r in runs if r.kind == "image"]
     figures = draw_curves(Figure, lm_runs, image_runs, out) if Figure else []

@@ -44,7 +44,7 @@ def _loss(value):
 
 
 def _name(run):
-    return run.path.name
+    return run.name
 
 
 def _train_loss(run):

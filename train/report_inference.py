@@ -113,7 +113,7 @@ def estimation_cells(blocks):
 
 def stale_runs(runs):
     """The names of runs whose iterative.json predates cos_rest_of_net."""
-    return [Path(r.path).name for r in runs
+    return [r.name for r in runs
             if (result := _read(r, "iterative")) is not None and "headline" not in result]
 
 
@@ -129,7 +129,7 @@ def inference_claim(runs):
         for stage, blocks in _stages(result).items():
             ratios, sharpens = (estimation_cells(estimation[stage]) if stage in estimation
                                 else (DASH, DASH))
-            rows.append([Path(r.path).name, str(stage),
+            rows.append([r.name, str(stage),
                          blocks[0]["name"] if len(blocks) == 1
                          else f"{blocks[0]['name']}–{blocks[-1]['name']}",
                          _joined(_mean(b.get("cos_rest_of_net")) for b in blocks),
