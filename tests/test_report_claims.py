@@ -195,6 +195,14 @@ def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
     (shared.path / "analysis" / "iterations.json").write_text(json.dumps(blocks))
     assert [r[5] for r in _body_rows(report_claims.iterations_claim([shared]))] == [
         "—", "— (shared blocks: the same map, so the same change)"]
+    # with unshared BN the iterations of the shared convolutions each have their own batch
+    # norm: different maps, compared as in an unshared net
+    for flags, verdict in ((" --unshared-bn", "supports"),
+                           ("", "— (shared blocks: the same map, so the same change)")):
+        net = _image_run(tmp_path, f"twin{flags}", "--arch resnet32 --share-blocks" + flags,
+                         [0.5], 0.2)
+        _iterations_json(net, [[1.0, 2.0, 3.0]], [[0.01, 0.002]])   # blocks 2 and 3
+        assert [r[5] for r in _body_rows(report_claims.iterations_claim([net]))] == [verdict]
 
 
 def test_report_has_the_claim_sections(tmp_path, monkeypatch):

@@ -368,8 +368,10 @@ def iterations_claim(image_runs):
                 iteration_deltas(result).items():
             if first == last_name:
                 verdict = DASH
-            elif getattr(r.args, "share_blocks", False) and first_number > 1:
-                # blocks 2.. of a stage all apply its one shared block (block 1 is its own)
+            elif (getattr(r.args, "share_blocks", False)
+                  and not getattr(r.args, "unshared_bn", False) and first_number > 1):
+                # blocks 2.. of a stage all apply its one shared block (block 1 is its own);
+                # with unshared BN each iteration has its own batch norm, so they differ
                 verdict = f"{DASH} (shared blocks: the same map, so the same change)"
             elif abs(100 * (d_last - d_first)) < noise:
                 verdict = f"no difference (within ±{noise:.2f})"
