@@ -27,9 +27,7 @@ the criterion they apply, so that a reader can check them:
   predicts a smaller change for the last block.
 * Iterative inference and estimation inside each stage: train/report_inference.py.
 """
-import json
 import re
-from pathlib import Path
 
 from train import report_inference
 from train.markdown import DASH, markdown_table
@@ -168,10 +166,7 @@ def bn_claim(image_runs):
 # ---- shared blocks -----------------------------------------------------------------------
 def read_iterations(run):
     """analysis/iterations.json of the run folder (train.analyze iterations), or None."""
-    path = Path(run.path) / "analysis" / "iterations.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    return report_inference.read_analysis(run, "iterations")
 
 
 def stage_norms(result):
@@ -420,5 +415,6 @@ def sections(image_runs, lm_runs=()):
              ("Shared blocks (Jastrzebski et al. 2017)", "sharing", sharing_claim(image_runs)),
              ("Extra iterations at test time", "iterations", iterations_claim(image_runs)),
              ("Iterative inference and estimation inside each stage (Jastrzebski et al. 2017; "
-              "Greff et al. Fig. 3)", "inference", report_inference.inference_claim(list(image_runs) + list(lm_runs)))]
+              "Greff et al. Fig. 3)", "inference",
+              report_inference.inference_claim(list(image_runs) + list(lm_runs)))]
     return [(title, key, CAPTIONS[key], text) for title, key, text in found if text]

@@ -39,7 +39,8 @@ CAPTION = ("Iterative inference (Jastrzebski et al. 2017) and iterative estimati
            "view predicts that it does not grow with depth.")
 
 
-def _read(run, name):
+def read_analysis(run, name):
+    """analysis/<name>.json of the run folder (what `train.analyze` wrote), or None."""
     path = Path(run.path) / "analysis" / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -111,21 +112,18 @@ def estimation_cells(blocks):
                                        else "no: it grows somewhere")
 
 
-def stale_runs(runs):
-    """The names of runs whose iterative.json predates cos_rest_of_net."""
-    return [r.name for r in runs
-            if (result := _read(r, "iterative")) is not None and "headline" not in result]
-
-
 def inference_claim(runs):
-    """Markdown: the table (one row per run and stage) and the stale runs, or None. `runs` may
-    mix image nets and char-LMs."""
-    rows = []
+    """Markdown: the table (one row per run and stage) and the runs whose iterative.json
+    predates cos_rest_of_net (stale), or None. `runs` may mix image nets and char-LMs."""
+    rows, stale = [], []
     for r in runs:
-        result = _read(r, "iterative")
-        if result is None or "headline" not in result:
+        result = read_analysis(r, "iterative")
+        if result is None:
             continue
-        estimation = _estimation_stages(_read(r, "estimation_error"))
+        if "headline" not in result:
+            stale.append(r.name)
+            continue
+        estimation = _estimation_stages(read_analysis(r, "estimation_error"))
         for stage, blocks in _stages(result).items():
             ratios, sharpens = (estimation_cells(estimation[stage]) if stage in estimation
                                 else (DASH, DASH))
@@ -136,7 +134,6 @@ def inference_claim(runs):
                          _joined(_mean(b.get("cos_through_block")) for b in blocks),
                          _joined((_mean(b.get("norm_ratio")) for b in blocks), 2),
                          cosine_verdict(blocks), ratios, sharpens])
-    stale = stale_runs(runs)
     if not rows and not stale:
         return None
     parts = []
