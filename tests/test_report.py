@@ -261,6 +261,28 @@ def test_table_1a_gives_seed_spread_ranks_and_never_shows_a_run_in_progress_as_f
     assert report.table_1a(runs, "large") is None
 
 
+def test_table_1a_gaps_are_set_against_the_largest_seed_spread(tmp_path):
+    runs = [report.load_run(p) for p in (
+        _small_run(tmp_path, "coupled", 0, 25, test=95.0),
+        _small_run(tmp_path, "coupled", 1, 25, test=96.0),
+        _small_run(tmp_path, "residual", 0, 25, test=101.0),
+        _small_run(tmp_path, "residual", 1, 25, test=104.0),   # the largest spread: 3.00
+        _small_run(tmp_path, "c_only", 0, 25, test=97.0),
+        _small_run(tmp_path, "plain", 0, 12),                    # in progress: not compared
+    )]
+    text = report.table_1a_gaps(runs, "small")
+    assert "(residual 3.00 over 2 seeds, coupled 1.00 over 2 seeds); the largest, residual" in text
+    rows = [[c.strip() for c in line.strip("|").split(" | ")]
+            for line in text.splitlines() if line.startswith("| ")][1:]
+    # means: coupled 95.5, c_only 97.0, residual 102.5; paper: c_only 79.15, coupled 79.13
+    assert rows == [["coupled < c_only", "1.50", "+0.02", "3.00", "no: within the seed spread"],
+                    ["c_only < residual", "5.50", "+12.17", "3.00", "yes"]]
+    # one seed per variant: no spread to compare with, so no table
+    assert report.table_1a_gaps(runs[::2], "small") is None
+    assert report.table_1a_gaps(runs[:2], "small") is None      # a single variant
+    assert report.table_1a_gaps(runs, "large") is None
+
+
 def test_table_1a_figure_has_the_protocol_runs_in_the_papers_order(tmp_path):
     """One curve per run of the protocol's length (finished or going, never a shorter run),
     the variants in the paper's order with one colour each, seed 1 dashed; the figure sits in

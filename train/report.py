@@ -362,6 +362,14 @@ def complete(run):
             and run.epochs_done == run.args.epochs >= PROTOCOL_EPOCHS)
 
 
+def protocol_tests(lm_runs, config):
+    """{variant: [test ppl of each run of `config` through the whole protocol]}, in
+    Table 1a's order; a variant without such a run has an empty list."""
+    return {v: [r.final["test_ppl"] for r in lm_runs
+                if r.args is not None and r.args.config == config and r.args.variant == v
+                and complete(r)] for v in TABLE_1A}
+
+
 def table_1a(lm_runs, config):
     """One row per highway variant of `config`: our test perplexity per seed (runs through
     the whole protocol only), their mean and spread, every other run of the variant with its
@@ -370,8 +378,7 @@ def table_1a(lm_runs, config):
     if not runs:
         return None
     by_variant = {v: [r for r in runs if r.args.variant == v] for v in TABLE_1A}
-    finished = {v: [r.final["test_ppl"] for r in rs if complete(r)]
-                for v, rs in by_variant.items()}
+    finished = protocol_tests(runs, config)
     means = {v: sum(t) / len(t) for v, t in finished.items() if t}
     ours_rank = {v: i + 1 for i, v in enumerate(sorted(means, key=means.get))}
     paper_rank = {v: i + 1 for i, v in enumerate(sorted(TABLE_1A, key=TABLE_1A.get))}
@@ -393,6 +400,35 @@ def table_1a(lm_runs, config):
               "paper rank",
               f"Kim et al. {config}, same layers"]
     return markdown_table(header, rows)
+
+
+def table_1a_gaps(lm_runs, config):
+    """Each pair of variants adjacent in our rank order (by mean test perplexity): the gap
+    between their means, the paper's difference for the same pair, and whether the gap is
+    larger than the seed spread, the largest max - min over the variants with two or more
+    seeds. None without such a variant or without two variants to compare."""
+    tests = {v: t for v, t in protocol_tests(lm_runs, config).items() if t}
+    ranges = {v: max(t) - min(t) for v, t in tests.items() if len(t) > 1}
+    if not ranges or len(tests) < 2:
+        return None
+    spread_variant = max(ranges, key=ranges.get)
+    spread = ranges[spread_variant]
+    means = {v: sum(t) / len(t) for v, t in tests.items()}
+    order = sorted(means, key=means.get)
+    rows = []
+    for better, worse in zip(order, order[1:]):
+        gap = means[worse] - means[better]
+        rows.append([f"{better} < {worse}", f"{gap:.2f}",
+                     f"{TABLE_1A[worse] - TABLE_1A[better]:+.2f}", f"{spread:.2f}",
+                     "yes" if gap > spread else "no: within the seed spread"])
+    header = ["ours, adjacent in rank", "gap (mean test ppl)", "paper: same pair (large)",
+              "seed spread", "gap beyond the seed spread?"]
+    seeds = ", ".join(f"{v} {ranges[v]:.2f} over {len(tests[v])} seeds" for v in ranges)
+    return (f"Seed spread: max - min of one variant's test perplexities ({seeds}); the "
+            f"largest, {spread_variant}'s, is the yardstick. With two seeds this is a rough "
+            "guide, not a confidence interval. The paper's column is worse minus better in "
+            "Table 1a; a negative value means the paper orders the pair the other way.\n\n"
+            + markdown_table(header, rows))
 
 
 def table_1a_caption(config):
@@ -636,6 +672,8 @@ def build_report(runs, out, Figure, command):
     for config in ("small", "large"):
         table = table_1a(lm_runs, config)
         if table:
+            gaps = table_1a_gaps(lm_runs, config)
+            table += f"\n\n{gaps}" if gaps else ""
             parts.append(section(f"Table 1a, {config} model: the highway variants side by side",
                                  table_1a_caption(config), table,
                                  [f for f in figures if f[1].name == f"lm_table1a_{config}.png"]))
