@@ -48,16 +48,19 @@ def test_bn_claim_verdicts_follow_the_equal_training_loss_criterion(tmp_path):
                    [0.9, 0.5, 0.02], 0.26, finished=False, epochs=4),   # still going
         _image_run(tmp_path, "r20_full_nobn", "--arch resnet20 --no-bn", [0.9, 0.01], 0.5),
         _image_run(tmp_path, "r20_short", "--arch resnet20 --limit 10000", [0.9], 0.6),
-    ]   # r20_full_nobn: other data, pairs with no one; r20_short: r20_nobn's twin is r20
+    ]   # r20_full_nobn: other data, pairs with no one; r20_short: a second twin of r20_nobn
     text = report_claims.bn_claim(runs)
     table, fits = text.split("Without BN, does the Highway net")
     pairs = _body_rows(table)
-    assert sorted(r[2].split(" ")[0] for r in pairs) == ["h20", "h20", "r20"]
-    r20 = [r for r in pairs if r[2].startswith("r20")][0]
-    assert r20[:2] == ["resnet20", "10,000"]
+    assert sorted(r[2].split(" ")[0] for r in pairs) == ["h20", "h20", "r20", "r20_short"]
+    r20, r20_short = [r for r in pairs if r[2].startswith("r20")]     # the longer twin first
+    assert r20[:3] == ["resnet20", "10,000", "r20 (2 ep.) / r20_nobn (2 ep.)"]
     assert r20[3:] == ["0.0500 / 0.0300", "30.00 / 35.00",
                        "supports: at equal or lower training loss, the no-BN net generalises "
                        "worse"]
+    assert r20_short[2:] == ["r20_short (1 ep.) / r20_nobn (2 ep.)", "0.9000 / 0.0300",
+                             "60.00 / 35.00", "contradicts: at equal or lower training loss, "
+                             "the no-BN net generalises as well or better"]
     verdicts = sorted(r[5] for r in pairs if r[2].startswith("h20"))
     assert verdicts[0] == "in progress"
     assert verdicts[1].startswith("not resolved: without BN the net fits worse (0.0600 > 0.0400)")

@@ -7,9 +7,9 @@ listed as such. The verdicts are mechanical comparisons of the numbers in the ro
 the criterion they apply, so that a reader can check them:
 
 * Batch norm regularises (Greff et al. 2017, Table 1b and Fig. 5): without BN a net reaches a
-  lower training loss but a higher validation error. Each no-BN run is compared with the BN run
-  of the same net and data (--arch, --limit, sharing flags, weight decay) whose schedule is the
-  longest not above its own (a no-BN net may train longer, never shorter), on the final epoch's
+  lower training loss but a higher validation error. Each no-BN run is compared with every BN
+  run of the same net and data (--arch, --limit, sharing flags, weight decay) whose schedule is
+  not longer than its own (a no-BN net may train longer, or the BN net shorter), on the final epoch's
   `train_loss` (the mean loss of the epoch's augmented batches, as trained) and the final
   model's val top-1 error. The claim is only tested when the no-BN net's training loss is at or
   below the BN net's: otherwise the no-BN net underfits and the row says "not resolved". A
@@ -104,17 +104,18 @@ def bn_verdict(bn, nobn):
 
 
 def bn_pairs(image_runs):
-    """(BN run, no-BN run) pairs: each no-BN run with its BN twins, the runs of the same net
-    and data whose schedule is the longest not above its own (a no-BN net may be trained
-    longer to reach the BN net's training loss, never shorter)."""
+    """(BN run, no-BN run) pairs: each no-BN run with each of its BN twins, the runs of the
+    same net and data whose schedule is not longer than its own, longest first. A no-BN net
+    fits worse than its BN twin of the same schedule; it reaches the BN net's training loss
+    when it trains longer, or when the BN net trains shorter (each run's learning rate anneals
+    to zero at its own last epoch), never the other way."""
     runs = _with_args(image_runs)
     pairs = []
     for nobn in (r for r in runs if not r.args.bn):
         twins = [r for r in runs if r.args.bn and r.args.arch == nobn.args.arch
                  and _data_key(r.args) == _data_key(nobn.args)
                  and r.args.epochs <= nobn.args.epochs]
-        longest = max((r.args.epochs for r in twins), default=None)
-        pairs += [(bn, nobn) for bn in twins if bn.args.epochs == longest]
+        pairs += [(bn, nobn) for bn in sorted(twins, key=lambda r: -r.args.epochs)]
     return pairs
 
 
@@ -384,9 +385,10 @@ def iterations_claim(image_runs):
 CAPTIONS = {
     "bn": ("Greff et al. (2017) report that without batch norm their 50-layer nets reach a lower "
            "*training* loss but a higher *validation* error (Table 1b, Fig. 5), i.e. BN "
-           "regularises. Each row pairs a no-BN run with the BN run of the same net and "
-           "training images that has the longest schedule not above its own (a no-BN net may "
-           "train longer to reach the BN net's training loss). The claim is tested only when "
+           "regularises. Each row pairs a no-BN run with a BN run of the same net and "
+           "training images whose schedule is not longer than its own: to reach the BN net's "
+           "training loss a no-BN net may train longer, or its BN twin shorter (every run's "
+           "learning rate anneals to zero at its own last epoch). The claim is tested only when "
            "the no-BN net's final-epoch training loss (mean over the epoch's augmented "
            "batches) is at or below the BN net's; val top-1 is the final model's."),
     "sharing": ("Jastrzebski et al. (2017): if a stage's blocks refine one representation, one "
