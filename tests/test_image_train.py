@@ -49,6 +49,7 @@ def test_tiny_net_learns_and_writes_its_run_folder(folder, tmp_path, capsys):
     assert epochs[-1]["train_loss"] < 0.5 * math.log(3)       # well below chance
     assert final["top1_err"] < 2 / 3                             # better than chance on val
     assert records[-1]["final"] and records[-1]["val_top1_err"] == final["top1_err"]
+    assert records[-1]["val_images"] == 3 * 8                   # what the errors are over
     assert {"command.txt", "metrics.jsonl", "last.npz", "best.npz"} <= {
         p.name for p in out.iterdir()}
     assert "train.image --arch resnet20" in (out / "command.txt").read_text()

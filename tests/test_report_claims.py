@@ -60,7 +60,7 @@ def test_bn_claim_verdicts_follow_the_equal_training_loss_criterion(tmp_path):
                        "worse"]
     assert r20_short[2:] == ["r20_short (1 ep.) / r20_nobn (2 ep.)", "0.9000 / 0.0300",
                              "60.00 / 35.00", "contradicts: at equal or lower training loss, "
-                             "the no-BN net generalises as well or better"]
+                             "the no-BN net generalises better"]
     verdicts = sorted(r[5] for r in pairs if r[2].startswith("h20"))
     assert verdicts[0] == "in progress"
     assert verdicts[1].startswith("not resolved: without BN the net fits worse (0.0600 > 0.0400)")
@@ -79,6 +79,28 @@ def test_bn_claim_contradicted_and_absent(tmp_path):
     assert report_claims.sharing_claim(runs) is None
     assert report_claims.iterations_claim(runs) is None
     assert report_claims.sections(runs)[0][0].startswith("Batch norm at equal training loss")
+
+
+def test_bn_verdict_calls_a_difference_within_the_binomial_noise_no_difference(tmp_path):
+    flags = "--arch resnet20 --limit 10000"
+    bn = _image_run(tmp_path, "bn", flags, [0.49], 0.2534)
+    nobn = _image_run(tmp_path, "nobn", flags + " --no-bn", [0.25], 0.2505)
+    # without a val image count the comparison is mechanical
+    assert report_claims.val_images(bn) is None
+    assert report_claims.bn_verdict(bn, nobn).startswith("contradicts")
+    # the count from train.image's first log line (older runs), or from the final record
+    (bn.path / "log.txt").write_text("resnet20: 269,722 parameters; /d/cifar10: 10,000 train / "
+                                     "10,000 val images, 10 classes; device cpu; out x\n")
+    nobn.final["val_images"] = 10000
+    assert report_claims.val_images(bn) == report_claims.val_images(nobn) == 10000
+    # 2 x sqrt(p(1-p)/n) per run, combined: 2 x sqrt(0.2534*0.7466 + 0.2505*0.7495) / 100
+    noise = report_claims.val_difference_noise(bn, nobn)
+    assert noise == pytest.approx(200 * ((0.2534 * 0.7466 + 0.2505 * 0.7495) / 1e4) ** 0.5)
+    assert 1.2 < noise < 1.25
+    assert report_claims.bn_verdict(bn, nobn) == f"no difference (within ±{noise:.2f})"
+    worse = _image_run(tmp_path, "nobn_worse", flags + " --no-bn", [0.25], 0.28)
+    worse.final["val_images"] = 10000
+    assert report_claims.bn_verdict(bn, worse).startswith("supports: at equal or lower")
 
 
 def test_bn_pairs_only_runs_of_the_same_weight_decay(tmp_path):

@@ -447,7 +447,9 @@ def finish(trainer, args):
         val = evaluate(trainer.model, trainer.val_loader, trainer.device)
     append_metrics(args.out, {"final": True, "step": trainer.step, "epoch": trainer.epoch,
                               "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
-                              "best_val_top1_err": trainer.best_top1})
+                              "best_val_top1_err": trainer.best_top1,
+                              # how many images the errors are over: their binomial noise
+                              "val_images": len(trainer.val_loader.dataset)})
     print(f"final val top-1 error {100 * val['top1_err']:.2f}%, top-5 error "
           f"{100 * val['top5_err']:.2f}% ({net_name(args)}, {trainer.epoch} epochs)")
     return val

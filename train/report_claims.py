@@ -13,6 +13,7 @@ the criterion they apply, so that a reader can check them:
   `train_loss` (the mean loss of the epoch's augmented batches, as trained) and the final
   model's val top-1 error. The claim is only tested when the no-BN net's training loss is at or
   below the BN net's: otherwise the no-BN net underfits and the row says "not resolved". A
+  val error difference within twice its binomial standard error is "no difference". A
   second row set compares the no-BN Highway and Residual nets of one depth and data: the
   paper's Highway net fits better.
 * Shared blocks (Jastrzebski et al. 2017): the unshared, shared and shared-with-unshared-BN runs
@@ -86,6 +87,30 @@ def _with_args(runs):
 
 
 # ---- batch norm at equal training loss ---------------------------------------------------
+VAL_IMAGES_LOGGED = re.compile(r" / ([\d,]+) val images")   # train.image's first log line
+
+
+def val_images(run):
+    """How many val images a finished image run's final errors are over: the final record's
+    `val_images` (train.image writes it since 2026-12-02), else the count in the first line
+    train.image printed (log.txt of a results/ folder), else None."""
+    if run.final and isinstance(run.final.get("val_images"), int):
+        return run.final["val_images"]
+    log = run.path / "log.txt"
+    match = VAL_IMAGES_LOGGED.search(log.read_text(errors="replace")) if log.is_file() else None
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def val_difference_noise(a, b):
+    """Twice the binomial standard error of the difference of two finished runs' final val
+    top-1 errors (independent val passes), in points; 0 when a count is unknown."""
+    counts = val_images(a), val_images(b)
+    if None in counts:
+        return 0.0
+    return (sum(_two_standard_errors(_val_err(r), n) ** 2
+                for r, n in zip((a, b), counts))) ** 0.5
+
+
 def bn_verdict(bn, nobn):
     """The BN-regularises verdict of one BN / no-BN pair (report.Run each)."""
     if not (bn.finished and nobn.finished):
@@ -97,10 +122,10 @@ def bn_verdict(bn, nobn):
     if nobn_loss > bn_loss:
         return (f"not resolved: without BN the net fits worse ({nobn_loss:.4f} > "
                 f"{bn_loss:.4f}); train longer")
-    if nobn_err > bn_err:
-        return "supports: at equal or lower training loss, the no-BN net generalises worse"
-    return ("contradicts: at equal or lower training loss, the no-BN net generalises as well "
-            "or better")
+    return _difference_verdict(
+        100 * (nobn_err - bn_err), val_difference_noise(bn, nobn),
+        "at equal or lower training loss, the no-BN net generalises worse",
+        "at equal or lower training loss, the no-BN net generalises better")
 
 
 def bn_pairs(image_runs):
@@ -390,7 +415,9 @@ CAPTIONS = {
            "training loss a no-BN net may train longer, or its BN twin shorter (every run's "
            "learning rate anneals to zero at its own last epoch). The claim is tested only when "
            "the no-BN net's final-epoch training loss (mean over the epoch's augmented "
-           "batches) is at or below the BN net's; val top-1 is the final model's."),
+           "batches) is at or below the BN net's; val top-1 is the final model's, and a "
+           "difference within twice the binomial standard error of the difference of the two "
+           "errors (over their val images) is called no difference."),
     "sharing": ("Jastrzebski et al. (2017): if a stage's blocks refine one representation, one "
                 "block applied repeatedly should do; naive sharing instead makes the norm of h "
                 "grow and overfits, and a separate batch norm per iteration (unshared BN) "
