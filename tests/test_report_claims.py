@@ -103,6 +103,21 @@ def test_bn_verdict_calls_a_difference_within_the_binomial_noise_no_difference(t
     assert report_claims.bn_verdict(bn, worse).startswith("supports: at equal or lower")
 
 
+def test_bn_pairs_keep_the_longest_twin_and_the_shorter_one_nearest_equal_loss(tmp_path):
+    flags = "--arch resnet20 --limit 10000"
+    runs = [_image_run(tmp_path, "nobn", flags + " --no-bn", [0.9, 0.5, 0.3, 0.25], 0.25),
+            _image_run(tmp_path, "bn4", flags, [0.5, 0.3, 0.1, 0.02], 0.20),
+            _image_run(tmp_path, "bn1", flags, [0.9], 0.60),       # above 0.25, but farther
+            _image_run(tmp_path, "bn2", flags, [0.6, 0.3], 0.24),  # nearest at or above 0.25
+            _image_run(tmp_path, "bn3", flags, [0.5, 0.3, 0.2], 0.22),   # below 0.25
+            _image_run(tmp_path, "bn3_going", flags, [0.5], 0.4, finished=False, epochs=3)]
+    assert [(bn.path.name, nobn.path.name) for bn, nobn in report_claims.bn_pairs(runs)] == [
+        ("bn4", "nobn"), ("bn2", "nobn"), ("bn3_going", "nobn")]
+    verdicts = [r[5] for r in _body_rows(report_claims.bn_claim(runs))]
+    assert verdicts[0].startswith("not resolved") and verdicts[2] == "in progress"
+    assert verdicts[1].startswith("supports")          # no BN 25.00 against BN 24.00
+
+
 def test_bn_pairs_only_runs_of_the_same_weight_decay(tmp_path):
     flags = "--arch resnet20 --limit 10000"
     runs = [_image_run(tmp_path, "bn", flags, [0.02], 0.20),

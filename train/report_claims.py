@@ -7,9 +7,10 @@ listed as such. The verdicts are mechanical comparisons of the numbers in the ro
 the criterion they apply, so that a reader can check them:
 
 * Batch norm regularises (Greff et al. 2017, Table 1b and Fig. 5): without BN a net reaches a
-  lower training loss but a higher validation error. Each no-BN run is compared with every BN
-  run of the same net and data (--arch, --limit, sharing flags, weight decay) whose schedule is
-  not longer than its own (a no-BN net may train longer, or the BN net shorter), on the final epoch's
+  lower training loss but a higher validation error. Each no-BN run is compared with the BN
+  runs of the same net and data (--arch, --limit, sharing flags, weight decay) whose schedule
+  is not longer than its own (a no-BN net may train longer, or the BN net shorter: the longest,
+  and of the shorter ones the one nearest to equal training loss, see bn_pairs), on the final epoch's
   `train_loss` (the mean loss of the epoch's augmented batches, as trained) and the final
   model's val top-1 error. The claim is only tested when the no-BN net's training loss is at or
   below the BN net's: otherwise the no-BN net underfits and the row says "not resolved". A
@@ -129,18 +130,30 @@ def bn_verdict(bn, nobn):
 
 
 def bn_pairs(image_runs):
-    """(BN run, no-BN run) pairs: each no-BN run with each of its BN twins, the runs of the
-    same net and data whose schedule is not longer than its own, longest first. A no-BN net
-    fits worse than its BN twin of the same schedule; it reaches the BN net's training loss
-    when it trains longer, or when the BN net trains shorter (each run's learning rate anneals
-    to zero at its own last epoch), never the other way."""
+    """(BN run, no-BN run) pairs: each no-BN run with its BN twins, the runs of the same net
+    and data whose schedule is not longer than its own. A no-BN net fits worse than its BN twin
+    of the same schedule; it reaches the BN net's training loss when it trains longer, or when
+    the BN net trains shorter (each run's learning rate anneals to zero at its own last epoch),
+    never the other way. Of the twins, the pairs are: those of the longest schedule (the
+    equal-schedule comparison), the finished shorter one whose final training loss is the
+    closest at or above the no-BN net's (the comparison nearest to equal training loss), and
+    any shorter one still going."""
     runs = _with_args(image_runs)
     pairs = []
     for nobn in (r for r in runs if not r.args.bn):
         twins = [r for r in runs if r.args.bn and r.args.arch == nobn.args.arch
                  and _data_key(r.args) == _data_key(nobn.args)
                  and r.args.epochs <= nobn.args.epochs]
-        pairs += [(bn, nobn) for bn in sorted(twins, key=lambda r: -r.args.epochs)]
+        if not twins:
+            continue
+        longest = max(r.args.epochs for r in twins)
+        shorter = [r for r in twins if r.args.epochs < longest]
+        target = _train_loss(nobn) if nobn.finished else None
+        at_or_above = [r for r in shorter if r.finished and target is not None
+                       and _train_loss(r) is not None and _train_loss(r) >= target]
+        closest = min(at_or_above, key=_train_loss, default=None)
+        pairs += [(bn, nobn) for bn in twins if bn.args.epochs == longest]
+        pairs += [(bn, nobn) for bn in shorter if bn is closest or not bn.finished]
     return pairs
 
 
@@ -413,7 +426,9 @@ CAPTIONS = {
            "regularises. Each row pairs a no-BN run with a BN run of the same net and "
            "training images whose schedule is not longer than its own: to reach the BN net's "
            "training loss a no-BN net may train longer, or its BN twin shorter (every run's "
-           "learning rate anneals to zero at its own last epoch). The claim is tested only when "
+           "learning rate anneals to zero at its own last epoch). The rows show the BN twin of "
+           "the longest such schedule and, of the shorter ones, the one whose final training "
+           "loss is nearest at or above the no-BN net's. The claim is tested only when "
            "the no-BN net's final-epoch training loss (mean over the epoch's augmented "
            "batches) is at or below the BN net's; val top-1 is the final model's, and a "
            "difference within twice the binomial standard error of the difference of the two "
