@@ -370,6 +370,11 @@ def protocol_tests(lm_runs, config):
                 and complete(r)] for v in TABLE_1A}
 
 
+def mean_tests(tests):
+    """{variant: mean test ppl} of the variants of protocol_tests' result that have one."""
+    return {v: sum(t) / len(t) for v, t in tests.items() if t}
+
+
 def table_1a(lm_runs, config):
     """One row per highway variant of `config`: our test perplexity per seed (runs through
     the whole protocol only), their mean and spread, every other run of the variant with its
@@ -379,7 +384,7 @@ def table_1a(lm_runs, config):
         return None
     by_variant = {v: [r for r in runs if r.args.variant == v] for v in TABLE_1A}
     finished = protocol_tests(runs, config)
-    means = {v: sum(t) / len(t) for v, t in finished.items() if t}
+    means = mean_tests(finished)
     ours_rank = {v: i + 1 for i, v in enumerate(sorted(means, key=means.get))}
     paper_rank = {v: i + 1 for i, v in enumerate(sorted(TABLE_1A, key=TABLE_1A.get))}
     rows = []
@@ -413,7 +418,7 @@ def table_1a_gaps(lm_runs, config):
         return None
     spread_variant = max(ranges, key=ranges.get)
     spread = ranges[spread_variant]
-    means = {v: sum(t) / len(t) for v, t in tests.items()}
+    means = mean_tests(tests)
     order = sorted(means, key=means.get)
     rows = []
     for better, worse in zip(order, order[1:]):
