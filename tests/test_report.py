@@ -18,13 +18,13 @@ def _write_run(folder, commands, records, tail=""):
 
 def _lm_epoch(epoch, val, words=1000.0):
     return {"epoch": epoch, "step": 10 * epoch, "lr": 1.0, "train_ppl": val + 20,
-            "val_ppl": val, "best_val_ppl": val, "seconds": 5.0, "words_per_s": words}
+            "val_ppl": val, "best_val_ppl": val, "seconds": 1800.0, "words_per_s": words}
 
 
 def _image_epoch(epoch, top1, top5, loss=1.0, images=1234.5):
     return {"epoch": epoch, "step": 100 * epoch, "lr": 0.1, "train_loss": loss,
             "train_top1_err": top1 + 0.05, "val_loss": loss + 0.1, "val_top1_err": top1,
-            "val_top5_err": top5, "seconds": 10.0, "images_per_s": images}
+            "val_top5_err": top5, "seconds": 600.0, "images_per_s": images}
 
 
 @pytest.fixture
@@ -69,13 +69,14 @@ def test_report_rows_files_and_paper_numbers(runs, tmp_path, capsys):
     text = report.main([str(r) for r in runs] + ["--out", str(out)])
     assert capsys.readouterr().out == text == (out / "report.md").read_text()
     rows = _rows(text)
-    # run, config, variant, epochs, best val ppl, test ppl, words/s, paper test ppl
-    assert rows["lm_full"][1:] == ["large", "full", "2 of 2", "150.50", "145.68", "2,346", "79.09"]
-    # run, arch, BN, epochs, top-1, top-5, best top-1, images/s, paper / reference
+    # run, config, variant, epochs, best val ppl, test ppl, words/s, train hours, paper test ppl
+    assert rows["lm_full"][1:] == ["large", "full", "2 of 2", "150.50", "145.68", "2,346",
+                                   "1.00", "79.09"]
+    # run, arch, BN, epochs, top-1, top-5, best top-1, images/s, train hours, paper / reference
     assert rows["resnet20"][1:] == ["resnet20", "yes", "3 of 10 (running/stopped)", "35.00", "4.00",
-                                    "30.00", "1,234", "top-1 8.75 (He et al. ResNet-20)"]
+                                    "30.00", "1,234", "0.50", "top-1 8.75 (He et al. ResNet-20)"]
     assert rows["h50_nobn"][1:] == ["highway50", "no", "2 of 2", "40.00", "20.00", "40.00", "99",
-                                    "top-5 10.03 (Table 1b Highway, no BN)"]
+                                    "0.33", "top-5 10.03 (Table 1b Highway, no BN)"]
     assert "(running/stopped)" not in " ".join(rows["lm_full"] + rows["h50_nobn"])
     assert "](../runs/resnet20)" in text            # links relative to report.md
     assert "**25 epochs**" in text and "**164 epochs**" in text and "JPEG copy" in text
@@ -331,3 +332,11 @@ def test_shared_no_bn_and_subset_image_runs_are_labelled_apart(no_plots, tmp_pat
     labels = [report.run_label(report.load_run(r)) for r in runs]
     assert labels == ["resnet20, BN", "resnet20, no BN", "resnet20, BN, shared blocks",
                       "resnet20, BN, shared blocks, unshared BN", "resnet20, BN, --limit 10,000"]
+
+
+def test_train_hours_sums_the_epochs_that_have_seconds(tmp_path):
+    run = report.Run(tmp_path, "image", None,
+                     epochs=[{"epoch": 1, "seconds": 1800.0}, {"epoch": 2},
+                             {"epoch": 3, "seconds": 5400}])
+    assert report.train_hours(run) == 2.0
+    assert report.train_hours(report.Run(tmp_path, "image", None, epochs=[{"epoch": 1}])) is None

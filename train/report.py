@@ -310,6 +310,15 @@ def image_reference(args):
     return DASH
 
 
+def train_hours(run):
+    """Hours of training the epoch records account for: the sum of their `seconds` (each
+    epoch's training pass, val passes not counted; an epoch resumed from a mid-epoch
+    checkpoint counts from the resume), on the run's own machine (its machine.txt or command
+    says which); None when no record has them."""
+    seconds = [r["seconds"] for r in run.epochs if isinstance(r.get("seconds"), (int, float))]
+    return sum(seconds) / 3600 if seconds else None
+
+
 def lm_row(run, out):
     a = run.args
     test = DASH
@@ -321,7 +330,8 @@ def lm_row(run, out):
             test += f" (after epoch {run.final_epoch})"
     return [run_link(run, out), a.config if a else "?", a.variant if a else "?", epochs_cell(run),
             number(best(run, "val_ppl", "best_val_ppl")), test,
-            number(run.last("words_per_s"), "{:,.0f}"), lm_reference(a)]
+            number(run.last("words_per_s"), "{:,.0f}"), number(train_hours(run)),
+            lm_reference(a)]
 
 
 def image_row(run, out):
@@ -331,7 +341,8 @@ def image_row(run, out):
             epochs_cell(run), number(run.final_model("val_top1_err"), scale=100),
             number(run.final_model("val_top5_err"), scale=100),
             number(best(run, "val_top1_err", "best_val_top1_err"), scale=100),
-            number(run.last("images_per_s"), "{:,.0f}"), image_reference(a)]
+            number(run.last("images_per_s"), "{:,.0f}"), number(train_hours(run)),
+            image_reference(a)]
 
 
 # ---- captions -------------------------------------------------------------------------------
@@ -339,7 +350,10 @@ def lm_caption():
     table = ", ".join(f"{v} {ppl:.2f}" for v, ppl in TABLE_1A.items())
     return ("Ours: Penn Treebank perplexity after the epochs shown (done of the latest command's "
             "planned epochs); best val ppl over those epochs; test ppl of the best-validation "
-            "model, measured when a command finished. Paper: Greff et al. (2017) Table 1a, "
+            "model, measured when a command finished; words/s of the last epoch; "
+            "train hours: the epochs' training passes summed (val passes not counted), on the "
+            "run's own machine (GPU or CPU, as its command and machine.txt say). "
+            "Paper: Greff et al. (2017) Table 1a, "
             "Kim et al.'s large model with each highway variant, PTB test perplexity after "
             f"**25 epochs** ({table}). Table 1a has only the large model; small runs show Kim "
             f"et al. (2015)'s small model with the same layers for reference (Table 7: one "
@@ -461,7 +475,10 @@ def image_caption(runs):
     datas = sorted({data_name(r.args) for r in runs if r.args is not None})
     text = ("Ours: error (%) on the val split of the final model after the epochs shown (done of "
             "the latest command's planned epochs); best top-1 over those epochs; training "
-            "images/s of the last epoch. Paper / reference: for the 50-layer nets, Greff et al. "
+            "images/s of the last epoch; "
+            "train hours: the epochs' training passes summed (val passes not counted), on the "
+            "run's own machine (GPU or CPU, as its command and machine.txt say). "
+            "Paper / reference: for the 50-layer nets, Greff et al. "
             "(2017) Table 1b, **top-5** val error on ILSVRC-2012 (1000 classes) after their full "
             f"training (no BN / BN: {table}); compare with our top-5 column. The paper trains no "
             "CIFAR nets: for them the reference is He et al. (2016)'s CIFAR-10 **top-1** test "
@@ -645,9 +662,9 @@ def plot_norms(Figure, path, lines):
 
 # ---- the report -----------------------------------------------------------------------------
 LM_HEADER = ["run", "config", "variant", "epochs", "best val ppl", "test ppl", "words/s",
-             "paper test ppl (Table 1a)"]
+             "train hours", "paper test ppl (Table 1a)"]
 IMAGE_HEADER = ["run", "arch", "BN", "epochs", "val top-1 %", "val top-5 %", "best top-1 %",
-                "images/s", "paper / reference (error %)"]
+                "images/s", "train hours", "paper / reference (error %)"]
 
 
 def section(title, caption, table, figures):
