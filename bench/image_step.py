@@ -1,7 +1,7 @@
 """Seconds per training step of the image nets, ours against the same nets in torch.
 
     python bench/image_step.py [--archs resnet20,resnet50] [--rounds 5] [--device cpu|gpu]
-                               [--out results/bench/image_step.txt]
+                               [--one-thread] [--out results/bench/image_step.txt]
 
 One step is what train.image does per batch: forward, mean cross-entropy, backward and an SGD
 update with momentum 0.9 and weight decay 5e-4. resnet20 runs on a batch of 128 32x32 images,
@@ -13,6 +13,11 @@ of ours and one of torch's after a short pause (idle OpenBLAS threads otherwise 
 cores torch needs), and the figure reported is the median of the per-round ratios. On the CPU
 the last column is numpy's float32 GEMM rate measured after every round (bench/timing.py):
 this machine has a fast and a slow state, and the rate says which one a row was timed in.
+
+Ours runs on the BLAS's own thread count (all cores). --one-thread also times our step on one
+BLAS thread in every round, right after the all-thread step, as a second row: train.image's
+`--blas-threads auto` (its default) times a run's own steps on both counts and keeps the
+faster, so the lower of the two rows is the step a training run takes.
 """
 import argparse
 import os
@@ -28,6 +33,7 @@ from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory, to_device  # noqa: E402
 from timing import (Gemm, Report, add_out_argument, gemm_span,  # noqa: E402  (bench/timing.py,
                     import_torch, run_case)                      # beside this file)
+from train import threads  # noqa: E402
 
 torch = None   # imported by main() once the arguments parse: --help does not need it
 
@@ -65,6 +71,18 @@ def our_step(arch, batch, size, device):
         opt.step()
         _synchronize(device)
     return step, count_parameters(model)
+
+
+def on_blas_threads(step, n):
+    """`step` run on n BLAS threads, the count restored after it (threadpoolctl, ~us)."""
+    def run():
+        before = threads.blas_count()
+        threads.set_blas_count(n)
+        try:
+            step()
+        finally:
+            threads.set_blas_count(before)
+    return run
 
 
 def _torch_nets():
@@ -152,6 +170,9 @@ def main():
     p.add_argument("--pause", type=float, default=0.3, help="idle seconds before each step")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="cpu (default) or gpu: ours on cupy, torch on cuda")
+    p.add_argument("--one-thread", action="store_true",
+                   help="also time our step on 1 BLAS thread, alternating with the others "
+                        "(CPU only): a second row per arch")
     add_out_argument(p, "results/bench/image_step.txt")
     args = p.parse_args()
     archs = [a for a in args.archs.split(",") if a]
@@ -159,6 +180,8 @@ def main():
     if bad or args.rounds < 1:
         p.error(f"--archs: unknown {bad}; choose from {', '.join(SIZES)}" if bad
                 else "--rounds must be at least 1")
+    if args.one_thread and args.device != "cpu":
+        p.error("--one-thread: BLAS threads are a CPU setting; got --device gpu, expected cpu")
     global torch
     torch = import_torch()
     keep_freed_memory()
@@ -183,12 +206,14 @@ def main():
         ours()   # one more warm-up step than run_case's: the first steps allocate the most
         if theirs:
             theirs()
-        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0, gemm=gemm)
-        ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
-        ratio = f"{r['ratio']:11.2f}" if theirs else f"{'-':>11s}"
+        also = {"1 thread": on_blas_threads(ours, 1)} if args.one_thread else None
+        r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0, gemm=gemm, also=also)
         rates = f" {gemm_span(r['gemm_gflops']):>10s}" if gemm else ""
-        out(f"{arch:10s} {batch:5d} {n_ours:11,d} {r['ours_ms'] / 1e3:12.3f} {ref_s} "
-            f"{ratio}{rates}")
+        for label, mine in [(arch, r), *((f"  {k}", v) for k, v in r["also"].items())]:
+            ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
+            ratio = f"{mine['ratio']:11.2f}" if theirs else f"{'-':>11s}"
+            out(f"{label:10s} {batch:5d} {n_ours:11,d} {mine['ours_ms'] / 1e3:12.3f} {ref_s} "
+                f"{ratio}{rates}")
     if gemm:
         out(gemm.line("at the end"))
     out.close()

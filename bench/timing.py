@@ -142,30 +142,43 @@ def gemm_span(rates):
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def run_case(ours, theirs, rounds, pause, min_seconds=0.05, gemm=None):
+def run_case(ours, theirs, rounds, pause, min_seconds=0.05, gemm=None, also=None):
     """Alternate ours and theirs (None: ours alone) for `rounds` rounds; short ops repeat
     within a round (`reps` calls, at least `min_seconds` in all) so thread wake-ups are
-    amortised. With a `Gemm`, its rate is measured at the end of every round (after the
-    timed calls: the next round's pause lets its threads settle). Returns the medians in ms
-    and of the ratios ours/theirs, and the round's GEMM rates."""
+    amortised. `also`: {label: callable}, other versions of ours (e.g. on fewer BLAS threads),
+    each timed right after ours in every round, so that all of them meet the same machine
+    state. With a `Gemm`, its rate is measured at the end of every round (after the timed
+    calls: the next round's pause lets its threads settle). Returns the medians in ms and of
+    the ratios ours/theirs, the round's GEMM rates, and under "also" the same medians for each
+    other version."""
+    also = also or {}
     first = seconds_per_call(ours, 0, 1)  # warm-up: first calls allocate and page in memory
+    for other in also.values():
+        other()
     if theirs is not None:
         theirs()
     reps = max(1, round(min_seconds / first))
-    ours_times, torch_times, ratios, rates = [], [], [], []
+    times = {label: [] for label in (None, *also)}
+    torch_times, rates = [], []
     for _ in range(rounds):
-        ours_times.append(seconds_per_call(ours, pause, reps))
+        times[None].append(seconds_per_call(ours, pause, reps))
+        for label, other in also.items():
+            times[label].append(seconds_per_call(other, pause, reps))
         if theirs is not None:
             torch_times.append(seconds_per_call(theirs, pause, reps))
-            ratios.append(ours_times[-1] / torch_times[-1])
         if gemm is not None:
             rates.append(gemm.rate())
+
+    def medians(ours_times):
+        ratios = [o / t for o, t in zip(ours_times, torch_times)]
+        return {"ours_ms": 1e3 * statistics.median(ours_times),
+                "ratio": statistics.median(ratios) if ratios else None}
     return {
-        "ours_ms": 1e3 * statistics.median(ours_times),
+        **medians(times[None]),
         "torch_ms": 1e3 * statistics.median(torch_times) if torch_times else None,
-        "ratio": statistics.median(ratios) if ratios else None,
         "reps_per_round": reps,
         "gemm_gflops": rates,
+        "also": {label: medians(times[label]) for label in also},
     }
 
 

@@ -39,6 +39,22 @@ def test_run_case_measures_gemm_every_round():
     assert len(r["gemm_gflops"]) == 3 and r["ratio"] is None
 
 
+def test_run_case_times_other_versions_of_ours_in_every_round():
+    calls = []
+    r = timing.run_case(lambda: calls.append("ours"), lambda: calls.append("theirs"), rounds=2,
+                        pause=0, min_seconds=0, also={"other": lambda: calls.append("other")})
+    # warm-ups, then each round: ours, the other version, theirs
+    assert calls == ["ours", "other", "theirs"] + 2 * ["ours", "other", "theirs"]
+    assert set(r["also"]) == {"other"} and r["also"]["other"]["ratio"] > 0
+
+
+def test_image_step_bench_adds_a_one_thread_row():
+    out = _run("bench/image_step.py", "--archs", "resnet20", "--batch", "2", "--rounds", "1",
+               "--pause", "0", "--one-thread")
+    rows = [line.split() for line in out.splitlines() if line.startswith(("resnet20", "  1"))]
+    assert [row[:3] for row in rows] == [["resnet20", "2", "269,722"], ["1", "thread", "2"]]
+
+
 def test_memory_bench_runs_a_tiny_case(tmp_path):
     out = _run("bench/memory.py", "--cases", "resnet20", "--batch", "2", "--steps", "1",
                "--sides", "ours", "--out", str(tmp_path / "m.txt"))
