@@ -243,6 +243,11 @@ def test_extra_iterations_verdict_compares_first_and_last_blocks(tmp_path):
                          [0.5], 0.2)
         _iterations_json(net, [[1.0, 2.0, 3.0]], [[0.01, 0.002]])   # blocks 2 and 3
         assert [r[5] for r in _body_rows(report_claims.iterations_claim([net]))] == [verdict]
+    # a plain net has no shortcut: no prediction, its rows are the control
+    plain = _image_run(tmp_path, "plain", "--arch plain20", [0.5], 0.2)
+    _iterations_json(plain, [[1.0, 2.0, 3.0]], [[0.01, 0.002]])
+    assert [r[5] for r in _body_rows(report_claims.iterations_claim([plain]))] == [
+        "— (plain net, no shortcut: the control)"]
 
 
 def test_report_has_the_claim_sections(tmp_path, monkeypatch):

@@ -402,6 +402,10 @@ def iterations_claim(image_runs):
                 iteration_deltas(result).items():
             if first == last_name:
                 verdict = DASH
+            elif (_family_depth(r.args.arch) or ("",))[0] == "plain":
+                # no shortcut: a plain block is not an increment to its input, so the
+                # iterative view makes no prediction; its rows are the control
+                verdict = f"{DASH} (plain net, no shortcut: the control)"
             elif (getattr(r.args, "share_blocks", False)
                   and not getattr(r.args, "unshared_bn", False) and first_number > 1):
                 # blocks 2.. of a stage all apply its one shared block (block 1 is its own);
@@ -445,7 +449,8 @@ CAPTIONS = {
                    "its first shape-keeping block; Δ is the error after K extra applications "
                    "minus the intact net's. Differences below twice the binomial standard error "
                    "of the intact net's error over the analysed images are called no "
-                   "difference."),
+                   "difference. A plain net (no shortcuts) is the control: the view predicts "
+                   "nothing for it."),
     "inference": report_inference.CAPTION,
 }
 
