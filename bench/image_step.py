@@ -74,14 +74,11 @@ def our_step(arch, batch, size, device):
 
 
 def on_blas_threads(step, n):
-    """`step` run on n BLAS threads, the count restored after it (threadpoolctl, ~us)."""
+    """`step` run on n BLAS threads, the count restored after it (threadpoolctl's limit on
+    train.threads' kept controller, a few us)."""
     def run():
-        before = threads.blas_count()
-        threads.set_blas_count(n)
-        try:
+        with threads.controller().limit(limits=n, user_api="blas"):
             step()
-        finally:
-            threads.set_blas_count(before)
     return run
 
 
@@ -209,8 +206,8 @@ def main():
         also = {"1 thread": on_blas_threads(ours, 1)} if args.one_thread else None
         r = run_case(ours, theirs, args.rounds, args.pause, min_seconds=0, gemm=gemm, also=also)
         rates = f" {gemm_span(r['gemm_gflops']):>10s}" if gemm else ""
+        ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
         for label, mine in [(arch, r), *((f"  {k}", v) for k, v in r["also"].items())]:
-            ref_s = f"{r['torch_ms'] / 1e3:13.3f}" if theirs else f"{'-':>13s}"
             ratio = f"{mine['ratio']:11.2f}" if theirs else f"{'-':>11s}"
             out(f"{label:10s} {batch:5d} {n_ours:11,d} {mine['ours_ms'] / 1e3:12.3f} {ref_s} "
                 f"{ratio}{rates}")

@@ -346,14 +346,16 @@ def image_row(run, out):
 
 
 # ---- captions -------------------------------------------------------------------------------
+TRAIN_HOURS_NOTE = ("train hours: the epochs' training passes summed (val passes not counted), on "
+                    "the run's own machine (GPU or CPU, as its command and machine.txt say).")
+
+
 def lm_caption():
     table = ", ".join(f"{v} {ppl:.2f}" for v, ppl in TABLE_1A.items())
     return ("Ours: Penn Treebank perplexity after the epochs shown (done of the latest command's "
             "planned epochs); best val ppl over those epochs; test ppl of the best-validation "
             "model, measured when a command finished; words/s of the last epoch; "
-            "train hours: the epochs' training passes summed (val passes not counted), on the "
-            "run's own machine (GPU or CPU, as its command and machine.txt say). "
-            "Paper: Greff et al. (2017) Table 1a, "
+            f"{TRAIN_HOURS_NOTE} Paper: Greff et al. (2017) Table 1a, "
             "Kim et al.'s large model with each highway variant, PTB test perplexity after "
             f"**25 epochs** ({table}). Table 1a has only the large model; small runs show Kim "
             f"et al. (2015)'s small model with the same layers for reference (Table 7: one "
@@ -475,9 +477,7 @@ def image_caption(runs):
     datas = sorted({data_name(r.args) for r in runs if r.args is not None})
     text = ("Ours: error (%) on the val split of the final model after the epochs shown (done of "
             "the latest command's planned epochs); best top-1 over those epochs; training "
-            "images/s of the last epoch; "
-            "train hours: the epochs' training passes summed (val passes not counted), on the "
-            "run's own machine (GPU or CPU, as its command and machine.txt say). "
+            f"images/s of the last epoch; {TRAIN_HOURS_NOTE} "
             "Paper / reference: for the 50-layer nets, Greff et al. "
             "(2017) Table 1b, **top-5** val error on ILSVRC-2012 (1000 classes) after their full "
             f"training (no BN / BN: {table}); compare with our top-5 column. The paper trains no "

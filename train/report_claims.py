@@ -83,6 +83,12 @@ def _family_depth(arch):
     return (match.group(1), int(match.group(2))) if match else None
 
 
+def _family(arch):
+    """'highway' for highway20; None for names outside the resnet/highway/plain + depth form."""
+    fd = _family_depth(arch)
+    return fd[0] if fd else None
+
+
 def _with_args(runs):
     return [r for r in runs if r.args is not None and r.epochs]
 
@@ -402,7 +408,7 @@ def iterations_claim(image_runs):
                 iteration_deltas(result).items():
             if first == last_name:
                 verdict = DASH
-            elif (_family_depth(r.args.arch) or ("",))[0] == "plain":
+            elif _family(r.args.arch) == "plain":
                 # no shortcut: a plain block is not an increment to its input, so the
                 # iterative view makes no prediction; its rows are the control
                 verdict = f"{DASH} (plain net, no shortcut: the control)"
