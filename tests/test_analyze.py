@@ -733,3 +733,16 @@ def test_lm_with_one_highway_layer_estimation_error_says_it_is_trivial(tmp_path,
     assert ee["note"].startswith("one highway layer: its output is the stack's output A, so "
                                  "a_1 - A = 0 by definition")
     assert f"note: {ee['note']}" in capsys.readouterr().out
+
+
+def test_lm_iterative_refuses_a_plain_char_lm(tmp_path):
+    """A plain layer relu(W h + b) has no carry path: layer(h) - h is no increment to h."""
+    folder = _write_corpus(tmp_path / "ptb")
+    v = Corpus(folder).vocab
+    model = build_lm("tiny", "plain", len(v.words), len(v.chars), v.max_word_len)
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "plain",
+                                                   "val_ppl": 1.0})
+    with pytest.raises(SystemExit, match="is a plain char-LM, whose layer relu"):
+        _lm("iterative", path, folder, tmp_path / "o")
+    assert not (tmp_path / "o" / "iterative.json").exists()

@@ -1,6 +1,7 @@
 """train.report's iterative-inference section (train/report_inference.py) on fake run folders:
 per stage, each block's cosines, norm ratio and estimation error, the sign of each mean judged
-against twice its standard error, and iterative.json files from before issue 12 named as stale."""
+against twice its standard error, and iterative.json files from before issue 12 (and a plain
+char-LM's, whose layer has no carry path) named instead of read."""
 import json
 
 from train import report, report_claims, report_inference
@@ -115,3 +116,18 @@ def test_runs_of_the_same_folder_name_are_told_apart(tmp_path):
     assert [old.name, new.name] == ["results/net", "issue12/net"]
     assert "| issue12/net | 1 | s1b1–s1b3 |" in text
     assert "replaces it" in text and "stale" in text and ": results/net." in text
+
+
+def test_a_plain_char_lm_is_named_not_read(tmp_path):
+    """An iterative.json of a plain char-LM (written before `iterative` refused it) gets no row
+    and no verdict: its layer has no carry path."""
+    folder = _write_run(tmp_path / "lm_plain", ["python -m train.lm --variant plain"],
+                        [_lm_epoch(1, 200.0)])
+    (folder / "analysis").mkdir()
+    (folder / "analysis" / "iterative.json").write_text(json.dumps(
+        {"analysis": "iterative", "headline": "cos_rest_of_net", "variant": "plain",
+         "layers": [{"layer": 1, "name": "highway1", "cos_rest_of_net": _summary(0.04),
+                     "cos_through_block": _summary(0.0), "norm_ratio": _summary(1.3)}]}))
+    text = report_inference.inference_claim([report.load_run(folder)])
+    assert _body_rows(text) == []
+    assert text.endswith("refuses such a checkpoint now): lm_plain.")

@@ -18,7 +18,8 @@ One row per run and stage, each block's figures side by side:
 
 iterative.json files written before issue 12 (one `cosine`, through the block, with the
 float32-cancelled loss gradient) hold no cos_rest_of_net; they are named under the table as
-stale instead of being read.
+stale instead of being read, and so are those of a plain char-LM (written before `iterative`
+refused it): its layer has no carry path, so layer(h) - h is no increment to h.
 """
 import json
 from pathlib import Path
@@ -115,13 +116,16 @@ def estimation_cells(blocks):
 def inference_claim(runs):
     """Markdown: the table (one row per run and stage) and the runs whose iterative.json
     predates cos_rest_of_net (stale), or None. `runs` may mix image nets and char-LMs."""
-    rows, stale = [], []
+    rows, stale, no_carry = [], [], []
     for r in runs:
         result = read_analysis(r, "iterative")
         if result is None:
             continue
         if "headline" not in result:
             stale.append(r.name)
+            continue
+        if result.get("variant") == "plain":
+            no_carry.append(r.name)
             continue
         estimation = _estimation_stages(read_analysis(r, "estimation_error"))
         for stage, blocks in _stages(result).items():
@@ -134,7 +138,7 @@ def inference_claim(runs):
                          _joined(_mean(b.get("cos_through_block")) for b in blocks),
                          _joined((_mean(b.get("norm_ratio")) for b in blocks), 2),
                          cosine_verdict(blocks), ratios, sharpens])
-    if not rows and not stale:
+    if not rows and not stale and not no_carry:
         return None
     parts = []
     if rows:
@@ -147,4 +151,8 @@ def inference_claim(runs):
                      "cosine through the block and the float32-cancelled loss gradient): "
                      f"{', '.join(stale)}. `train.analyze iterative` on the checkpoint again "
                      "replaces it.")
+    if no_carry:
+        parts.append("Not read, as a plain char-LM's layer relu(W h + b) has no carry path, so "
+                     "layer(h) − h is no increment to h (`train.analyze iterative` refuses such "
+                     f"a checkpoint now): {', '.join(no_carry)}.")
     return "\n\n".join(parts)

@@ -136,6 +136,10 @@ def iterative(setup, limit):
     F(h) = layer(h) - h (train/analysis/iterative.py; a lesioned layer is the identity, so
     shortcut(h) = h), the loss the summed NLL of the window, the state carried as train.lm does."""
     model = setup.model
+    if model.variant == "plain":   # as iterative.compute refuses image nets without shortcuts
+        raise AnalysisError(f"iterative needs layers with a carry path (F(h) = layer(h) - h); "
+                            f"--checkpoint {setup.checkpoint} is a plain char-LM, whose layer "
+                            f"relu(W h + b) has none")
     n = _require_layers(setup, "iterative", 1)
     values = [{key: [] for key in DEFINITIONS if key != "F"} for _ in range(n)]
     state, saturated_words = None, 0
