@@ -121,6 +121,22 @@ def test_no_run_at_all_or_a_missing_folder_is_an_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_out_and_an_unreadable_analysis_are_one_line_errors(no_plots, runs, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    with pytest.raises(SystemExit, match=r"^error: --out .*a_file: is a file; expected a folder"):
+        report.main([str(runs[0]), "--out", str(a_file)])
+    with pytest.raises(SystemExit, match=r"^error: --out .*a_file/sub: cannot create the folder"):
+        report.main([str(runs[0]), "--out", str(a_file / "sub")])
+    (runs[0] / "analysis").mkdir()
+    (runs[0] / "analysis" / "iterative.json").write_text('{"analysis": "iterative", ')
+    with pytest.raises(SystemExit, match=r"^error: .*iterative\.json: cannot be read as JSON"):
+        report.main([str(runs[0]), "--out", str(tmp_path / "out")])
+    (runs[0] / "analysis" / "iterative.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=r"iterative\.json: expected a JSON object, got list"):
+        report.main([str(runs[0]), "--out", str(tmp_path / "out")])
+
+
 def test_default_out_is_runs_report_and_an_existing_report_is_kept(no_plots, runs, tmp_path,
                                                                    monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from train import report_claims
+from train.report_inference import ReportError
 from train.markdown import DASH, markdown_table
 
 ENTRY_POINTS = {"train.lm": "lm", "train.image": "image"}
@@ -63,10 +64,6 @@ HE_CIFAR10 = {"resnet20": ("ResNet-20", 8.75), "resnet32": ("ResNet-32", 7.51),
 # Keys every epoch record has; an image run's val keys only on scored epochs (--val-every).
 REQUIRED = {"lm": ("val_ppl",), "image": ("train_loss",)}
 IMAGE_VAL_KEYS = ("val_loss", "val_top1_err", "val_top5_err")
-
-
-class ReportError(Exception):
-    """A run folder that cannot be read; the message names the file (and line)."""
 
 
 @dataclass
@@ -734,6 +731,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out}: is a file; expected a folder (new or existing)")
     if (out / "report.md").exists() and not args.overwrite:
         raise SystemExit(f"error: {out / 'report.md'} exists; pass --overwrite to replace it, "
                          "or --out another folder")
@@ -749,10 +748,16 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     if not runs:
         raise SystemExit(f"error: none of {', '.join(args.runs)} is a run folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: --out {out}: cannot create the folder ({e.strerror})") from None
     Figure = load_figure_class()
     command = shlex.join(["python", "-m", "train.report"] + argv)
-    text, pngs = build_report(runs, out, Figure, command)
+    try:
+        text, pngs = build_report(runs, out, Figure, command)
+    except ReportError as e:     # an analysis/*.json that cannot be read
+        raise SystemExit(f"error: {e}") from None
     (out / "report.md").write_text(text)
     print(text, end="")
     written = ["report.md"] + [path.name for path in pngs]

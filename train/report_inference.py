@@ -40,10 +40,23 @@ CAPTION = ("Iterative inference (Jastrzebski et al. 2017) and iterative estimati
            "view predicts that it does not grow with depth.")
 
 
+class ReportError(Exception):
+    """A run folder, or a file in it, that cannot be read; the message names the file (and
+    line). Defined here, in the lowest of train.report's modules, so that all of them raise it."""
+
+
 def read_analysis(run, name):
     """analysis/<name>.json of the run folder (what `train.analyze` wrote), or None."""
     path = Path(run.path) / "analysis" / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(result, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(result).__name__}")
+    return result
 
 
 # A char-LM's analyses have no stages: its highway stack's layers are the one stage it has.
