@@ -484,10 +484,11 @@ def test_a_repeated_identity_block_leaves_h_and_the_error_unchanged(env):
 def test_iterations_on_a_shared_net_apply_the_shared_block(env, tmp_path):
     tinyhw.manual_seed(0)
     net = build_image_net("resnet20", len(CLASSES), share_blocks=True, unshared_bn=True)
-    for m in net.modules():                # distinct running statistics per iteration
-        if isinstance(m, tinyhw.nn.BatchNorm2d):
-            m.running_mean.data[:] = np.random.default_rng(len(m.running_mean.data)).normal(
-                0, 0.1, m.running_mean.shape)
+    # distinct running statistics per batch norm (so per iteration): applying another
+    # iteration's block than the right one changes the numbers
+    batch_norms = [m for m in net.modules() if isinstance(m, tinyhw.nn.BatchNorm2d)]
+    for i, m in enumerate(batch_norms):
+        m.running_mean.data[:] = np.random.default_rng(i).normal(0, 0.1, m.running_mean.shape)
     path = tmp_path / "best.npz"
     serialize.save(net.state_dict(), path, meta={"arch": "resnet20", "bn": True,
                                                  "share_blocks": True, "unshared_bn": True})
@@ -611,6 +612,17 @@ def test_help_documents_every_analysis(capsys):
         analyze.main(["shuffle", "--help"])
     assert "--orders" in capsys.readouterr().out
 
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--limit", "abc", "a positive integer"), ("--limit", "0", "a positive integer"),
+    ("--seed", "1.5", "an integer >= 0"), ("--seed", "-1", "an integer >= 0")])
+def test_a_bad_count_names_the_option_the_value_and_what_is_expected(capsys, option, value,
+                                                                     expected):
+    with pytest.raises(SystemExit):
+        analyze.main(["shuffle", "--checkpoint", "x.npz", option, value])
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
+    assert line.endswith(f"error: argument {option}: expected {expected}, got {value!r}")
 
 # ---- the char-LM's highway stack ---------------------------------------------------------------
 @pytest.fixture

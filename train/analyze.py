@@ -67,18 +67,24 @@ words of the PTB valid split (--data: the PTB folder; see train/analysis/lm_laye
 """
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+def _integer(text, least, expected):
+    """int(text) when it is >= least; otherwise argparse's one-line error, which names the
+    option, with `expected` and the value given (argparse would name this function instead)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive(text):
+    return _integer(text, 1, "a positive integer")
 
 
 def _count(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+    return _integer(text, 0, "an integer >= 0")
 
 
 def _common(p):
