@@ -287,8 +287,9 @@ SHARING_VERDICTS_INTRO = (
     "Jastrzebski et al.'s statements, on finished runs only. ‖h‖ growth is a stage's ‖h‖ after "
     "its last block over ‖h‖ after its first block (never shared), i.e. through the iterations "
     "of the shared block; the gap is val top-1 minus train top-1 error (train "
-    "error as trained: augmented batches, BN on batch statistics). Error differences under "
-    "twice the binomial standard error of the val error are called no difference.")
+    "error as trained: augmented batches, BN on batch statistics). Differences under twice "
+    "the binomial standard error of the difference of the two nets' final val errors (over "
+    "their val images) are called no difference.")
 
 
 def _stage_growth(result):
@@ -331,8 +332,6 @@ def sharing_verdicts(members):
     fixed = by_kind.get("shared, unshared BN")
     rows = []
     growth = {kind: _stage_growth(result) for kind, result in results.items()}
-    noise = max((_two_standard_errors(_val_err(by_kind[kind]), result.get("images"))
-                 for kind, result in results.items()), default=0.0)
 
     def ratios(kind):
         return "; ".join(f"{g:.2f}" for g in growth[kind].values())
@@ -350,7 +349,8 @@ def sharing_verdicts(members):
                      f"{_name(shared)} / {_name(unshared)}",
                      f"gap {gap(shared):.2f} / {gap(unshared):.2f} points; val top-1 "
                      f"{_pct(_val_err(shared))} / {_pct(_val_err(unshared))}",
-                     _difference_verdict(gap(shared) - gap(unshared), noise,
+                     _difference_verdict(gap(shared) - gap(unshared),
+                                         val_difference_noise(shared, unshared),
                                          "the shared net's gap is larger",
                                          "the shared net's gap is smaller")])
     if shared and fixed:
@@ -358,7 +358,8 @@ def sharing_verdicts(members):
                      f"{_name(fixed)} / {_name(shared)}",
                      f"val top-1 {_pct(_val_err(fixed))} / {_pct(_val_err(shared))}; gap "
                      f"{gap(fixed):.2f} / {gap(shared):.2f} points",
-                     _difference_verdict(100 * (_val_err(shared) - _val_err(fixed)), noise,
+                     _difference_verdict(100 * (_val_err(shared) - _val_err(fixed)),
+                                         val_difference_noise(shared, fixed),
                                          "unshared BN lowers the val error",
                                          "unshared BN raises the val error")])
         rows.append(["unshared BN largely fixes it: less ‖h‖ growth than naive sharing",
