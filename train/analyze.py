@@ -99,7 +99,9 @@ def _common(p):
                         "sorted by class), or the first N words of the PTB valid stream "
                         "(default: all)")
     p.add_argument("--batch-size", type=_positive, default=None,
-                   help="images per batch (default 100) or words per batch (default 1000)")
+                   help="images per batch (default 100); for a char-LM, words per batch of "
+                        "gates (default 1000); the other char-LM analyses use batches of 1000 "
+                        "words (estimation-error) or train.lm's 20 streams of 35 steps")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to compute (default auto: the GPU when one is usable)")
     p.add_argument("--out", default=None,
