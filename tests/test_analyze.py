@@ -686,38 +686,52 @@ def _lm_setup(path, folder, tmp_path, name):
 
 
 def test_lm_layers_iterative_matches_direct_computations(lm_checkpoint, tmp_path):
-    """200 words make one window of 20 streams (no carried state): both cosines and the ratio
-    of each layer, recomputed from graphs of their own."""
+    """1,500 words make three windows of 20 streams (35, 35 and 4 steps), the LSTM state
+    carried from one to the next as train.lm carries it: both cosines and the ratio of each
+    layer, recomputed from graphs of their own, window by window."""
     path, folder = lm_checkpoint
-    it = _lm("iterative", path, folder, tmp_path / "o", "--limit", "200")
+    # a valid split long enough for three windows, of words the vocabulary has
+    (folder / "valid.txt").write_text((folder / "train.txt").read_text() * 6)
+    it = _lm("iterative", path, folder, tmp_path / "o", "--limit", "1500")
     assert it["headline"] == "cos_rest_of_net"
     setup = _lm_setup(path, folder, tmp_path, "iterative")
     model, layers = setup.model, setup.model.highways
-    (inputs, targets), = list(lm_layers._windows(setup, 200))
-    target = targets.reshape(-1)
+    windows = list(lm_layers._windows(setup, 1500))
+    assert [inputs.shape[0] for inputs, _ in windows] == [35, 35, 4]
 
-    def gradient_at(h, first_layer):      # the loss from layers[first_layer:] on, fed h
+    def gradient_at(h, first_layer, steps, state, target):  # the loss from layers[first_layer:]
         leaf = tinyhw.Tensor(h, requires_grad=True)
         out = leaf
         for layer in layers[first_layer:]:
             out = layer(out)
-        gradients.backward_from_logits(lm_layers._logits(model, out, inputs.shape[0], None)[0],
-                                       target)
+        gradients.backward_from_logits(lm_layers._logits(model, out, steps, state)[0], target)
         return leaf.grad.astype(np.float64)
-    with tinyhw.no_grad():
-        h = lm_layers._features(setup, inputs).data
-    for k, layer_result in enumerate(it["layers"]):
+
+    expected = [{"cos_through_block": [], "cos_rest_of_net": [], "norm_ratio": []} for _ in layers]
+    state = None
+    for inputs, targets in windows:
+        steps, target = inputs.shape[0], targets.reshape(-1)
         with tinyhw.no_grad():
-            f = layers[k](tinyhw.Tensor(h)).data - h
-        f64, h64 = f.astype(np.float64), h.astype(np.float64)
-        expected = {"cos_through_block": gradients.cosines(f64, gradient_at(h, k)),
-                    "cos_rest_of_net": gradients.cosines(f64, gradient_at(h, k + 1)),
-                    "norm_ratio": np.linalg.norm(f64, axis=1) / np.linalg.norm(h64, axis=1)}
-        for key, values in expected.items():
+            h = lm_layers._features(setup, inputs).data
+        for k, layer in enumerate(layers):
+            with tinyhw.no_grad():
+                out = layer(tinyhw.Tensor(h)).data
+            f64, h64 = (out - h).astype(np.float64), h.astype(np.float64)
+            expected[k]["cos_through_block"].append(gradients.cosines(
+                f64, gradient_at(h, k, steps, state, target)))
+            expected[k]["cos_rest_of_net"].append(gradients.cosines(
+                f64, gradient_at(h, k + 1, steps, state, target)))
+            expected[k]["norm_ratio"].append(np.linalg.norm(f64, axis=1) /
+                                             np.linalg.norm(h64, axis=1))
+            h = out
+        with tinyhw.no_grad():
+            state = lm_layers._logits(model, tinyhw.Tensor(h), steps, state)[1]
+    words = sum(targets.size for _, targets in windows)
+    for layer_result, layer_expected in zip(it["layers"], expected):
+        for key, values in layer_expected.items():
+            values = np.concatenate(values)
             assert layer_result[key]["mean"] == pytest.approx(values.mean(), rel=1e-5, abs=1e-7)
-            assert layer_result[key]["count"] == len(target)
-        with tinyhw.no_grad():
-            h = layers[k](tinyhw.Tensor(h)).data
+            assert layer_result[key]["count"] == words == len(values)
 
 
 def test_lm_with_one_highway_layer_cannot_be_shuffled(tmp_path):
