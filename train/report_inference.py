@@ -34,7 +34,8 @@ CAPTION = ("Iterative inference (Jastrzebski et al. 2017) and iterative estimati
            "cos(F(h), −∂L_rest/∂u), F(h) = block(h) − shortcut(h) and L_rest the loss of the "
            "net with the block removed: positive when the block moves h down the rest of the "
            "net's loss. A mean counts as positive only when it exceeds twice its standard error "
-           "over the examples. cos_through_block uses the full net's gradient through the block "
+           "over the examples (a char-LM's words share their window's LSTM state and loss, so "
+           "they are not independent and the rule is lenient there). cos_through_block uses the full net's gradient through the block "
            "(— where the block changes the shape). The estimation error is std(a_k − A) / "
            "std(A) for each block but the last (A, the stage output, itself); Greff et al.'s "
            "view predicts that it does not grow with depth.")
