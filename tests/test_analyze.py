@@ -306,6 +306,13 @@ def test_gates_of_a_c_only_char_lm(tmp_path):
                       "--baseline", str(path)])
 
 
+def test_a_bad_baseline_is_named_as_baseline(env, tmp_path):
+    resnet = str(env.runs["resnet20"] / "best.npz")
+    with pytest.raises(SystemExit, match=r"^error: --baseline: no file at .*nowhere\.npz$"):
+        analyze.main(["lesion", "--checkpoint", resnet, "--data", str(env.root), "--device",
+                      "cpu", "--baseline", str(tmp_path / "nowhere.npz")])
+
+
 # ---- iterative inference -------------------------------------------------------------------------
 def _loss_from(model, h, y, start):
     """Summed cross-entropy of running blocks[start:] and the head from h."""

@@ -124,7 +124,12 @@ def run(args):
         base_args = type(args)(**{**vars(args), "checkpoint": args.baseline})
         try:
             baseline = make_setup(base_args, NAME, families=("image",))
-        except AnalysisError as e:
-            raise AnalysisError(f"--baseline: {e}") from None
+        except AnalysisError as e:    # the loader names --checkpoint; here it is --baseline
+            message = str(e)
+            if message.startswith("--checkpoint"):
+                message = message.removeprefix("--checkpoint")
+            else:
+                message = ": " + message
+            raise AnalysisError(f"--baseline{message}") from None
     result = compute(setup, baseline)
     return report(setup, result, rows(result), table(result), plot)
