@@ -113,6 +113,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, mon
     assert all(np.isfinite(v).all() for v in model.values())
 
 
+def test_weights_overflowing_under_a_finite_loss_are_neither_scored_nor_saved(folder, tmp_path,
+                                                                              monkeypatch):
+    """An update can overflow the weights while the loss that led to it was finite (--lr 1e6
+    did): the run stops before scoring or checkpointing them, and the checkpoint it keeps is
+    the last good one."""
+    out = tmp_path / "run"
+    real = train_image.Trainer.train_step
+
+    def overflowing(self, x, y):
+        result = real(self, x, y)
+        if self.step == 3:                     # the 4th update
+            self.model.fc.weight.data[0, 0] = np.inf
+        return result
+    monkeypatch.setattr(train_image.Trainer, "train_step", overflowing)
+    with pytest.raises(SystemExit, match=r"^diverged: the weights became NaN or infinite by "
+                                         r"step 4 \(fc\.weight first\); the last good checkpoint "
+                                         r"is kept in .*last\.npz\. Try a lower --lr"):
+        _run(folder, out, "--epochs", "1", "--checkpoint-every", "2")
+    model, _, meta = serialize.load_checkpoint(out / "last.npz")
+    assert meta["step"] == 2
+    assert all(np.isfinite(v).all() for v in model.values())
+    assert not (out / "best.npz").exists() and not (out / "metrics.jsonl").exists()
+
+
 def test_resume_refuses_a_different_arch(folder, tmp_path):
     out = tmp_path / "run"
     _run(folder, out, "--epochs", "1", "--max-steps", "1")

@@ -11,7 +11,7 @@ from data.ptb import Corpus, find_ptb_dir, read_tokens, stream_batches
 from nets import count_parameters
 from nets.char_lm import VARIANTS, build
 from tinyhw import optim, serialize
-from train import lm
+from train import lm, lm_eval
 
 
 def _write_corpus(folder, seed=0, lines=(120, 20, 20)):
@@ -174,6 +174,42 @@ def _run(corpus_dir, out, *extra):
     argv = ["--config", "tiny", "--data", str(corpus_dir), "--out", str(out), "--batch-size", "4",
             "--seq-len", "6", "--device", "cpu", "--checkpoint-every", "0", *extra]
     return lm.main(argv)
+
+
+def test_weights_overflowing_under_a_finite_loss_stop_the_run_before_scoring(corpus_dir,
+                                                                             tmp_path,
+                                                                             monkeypatch):
+    out = tmp_path / "run"
+    real = lm.Trainer.train_step
+
+    def overflowing(self, inputs, targets):
+        result = real(self, inputs, targets)
+        if self.step == 2:                            # the last update before --max-steps
+            self.model.decoder.bias.data[0] = np.inf  # after a finite loss
+        return result
+    monkeypatch.setattr(lm.Trainer, "train_step", overflowing)
+    with pytest.raises(SystemExit, match=r"^diverged: the weights became NaN or infinite by "
+                                         r"step 3 \(decoder\.bias first\); no checkpoint had "
+                                         r"been written yet\. Try a lower --lr\.$"):
+        _run(corpus_dir, out, "--epochs", "1", "--max-steps", "3")
+    assert not (out / "best.npz").exists() and not (out / "last.npz").exists()
+
+
+def test_a_finite_loss_whose_perplexity_overflows_is_divergence(corpus_dir, tmp_path,
+                                                               monkeypatch):
+    """--lr 1e4 gave 2e4 nats a word while clipping kept the weights finite: a run on with an
+    infinite perplexity is no run."""
+    real = lm.F.cross_entropy
+    monkeypatch.setattr(lm.F, "cross_entropy", lambda *a, **k: real(*a, **k) * 1000.0)
+    with pytest.raises(SystemExit, match=r"^diverged: training loss became \d{4} nats per "
+                                         r"word at step 0 \(epoch 1, window 0\); no checkpoint"):
+        _run(corpus_dir, tmp_path / "run", "--epochs", "1")
+
+
+def test_perplexity_of_a_huge_mean_nll_is_infinite_not_an_overflow_error():
+    assert lm_eval.perplexity(math.log(100.0)) == pytest.approx(100.0)
+    assert lm_eval.perplexity(800.0) == math.inf
+    assert math.isnan(lm_eval.perplexity(math.nan))
 
 
 def test_perplexity_is_exp_of_mean_nll(corpus_dir):

@@ -49,8 +49,8 @@ from tinyhw.backend import keep_freed_memory, to_device
 from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals, add_run_arguments,
                         append_metrics, check_run_arguments, checkpoint_note, choose_device,
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
-                        remember_command, require_at_least_one, require_memory,
-                        require_positive_finite, resume,
+                        remember_command, require_at_least_one, require_finite_model,
+                        require_memory, require_positive_finite, resume,
                         run_final_pass, train_epochs)
 from train import threads
 from train.memory import gpu_free_bytes, training_bytes
@@ -221,6 +221,7 @@ class Trainer:
         """Called on every rank: rank 0 writes the model and optimizer state (the same on every
         rank, but batch norm's running statistics, which are rank 0's) and every rank's random
         state."""
+        self.require_finite()
         rngs = self.comm.gather_object(tinyhw.random.get_state())
         if self.comm.is_root:
             serialize.save_checkpoint(path, self.model.state_dict(), self.opt.state_dict(),
@@ -303,8 +304,13 @@ class Trainer:
         """Whether the end of (1-based) epoch scores the val split (--val-every, and the last)."""
         return epoch % self.args.val_every == 0 or epoch == self.args.epochs
 
+    def require_finite(self):
+        require_finite_model(self.model, self.comm, self.step, self.args.out,
+                             "Try a lower --lr or --warmup.")
+
     def end_epoch(self, seconds, images_per_s):
         a = self.args
+        self.require_finite()   # before the model is scored (best.npz) or saved
         record = {"epoch": self.epoch + 1, "step": self.step,
                   "lr": self.opt.param_groups[0]["lr"],
                   "train_loss": self.epoch_loss / max(self.epoch_seen, 1),

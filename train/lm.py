@@ -34,15 +34,16 @@ from tinyhw import distributed, optim, serialize
 from tinyhw.backend import keep_freed_memory, to_device
 from tinyhw.ops.highway import VARIANTS
 from train import threads
-from train.lm_eval import device_ints, evaluate
+from train.lm_eval import device_ints, evaluate, perplexity
 from train.memory import gpu_free_bytes, training_bytes
 from train.parallel import (RANKS_FLAG, check_batch_split, launch, my_share, on_root,
                             ranks_note)
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
                         check_run_arguments, check_same_flags, checkpoint_note, choose_device,
                         fail, open_run_folder, read_checkpoint_meta, record_command,
-                        remember_command, require_at_least_one, require_memory,
-                        require_positive_finite, resume, run_final_pass, train_epochs)
+                        remember_command, require_at_least_one, require_finite_model,
+                        require_memory, require_positive_finite, resume, run_final_pass,
+                        train_epochs)
 
 CHECKPOINT_KIND = "train.lm"
 
@@ -114,6 +115,7 @@ class Trainer:
     def save(self, path):
         """Called on every rank: rank 0 writes the model (the same on every rank), the LSTM
         state of all streams (each rank carries its own) and every rank's random state."""
+        self.require_finite()
         carry = None if self.state is None else [to_device(s.data, "cpu") for s in self.state]
         gathered = self.comm.gather_object((carry, tinyhw.random.get_state()))
         if self.comm.is_root:
@@ -167,13 +169,17 @@ class Trainer:
         global batch, and the gradients are summed over ranks), clip the global norm, SGD
         update. Returns the NLL sum over all streams."""
         self.model.train()
+        tokens = targets.size   # of all streams
         inputs, targets = inputs[:, self.streams], targets[:, self.streams]
         logits, state = self.model(device_ints(self.corpus.chars(inputs), self.device),
                                    self.state)
         nll = F.cross_entropy(logits, device_ints(targets.reshape(-1), self.device), "sum")
         nll_sum = self.comm.allreduce(nll.item())   # a NaN on any rank stops every rank
-        if not math.isfinite(nll_sum):
-            raise Diverged(f"training loss became {nll_sum} at step {self.step} (epoch "
+        # a mean NLL whose perplexity overflows (> ~709 nats a word; uniform guessing over
+        # 10,000 words is 9.2) is divergence too, though finite: clipping keeps weights finite
+        if not math.isfinite(perplexity(nll_sum / tokens)):
+            raise Diverged(f"training loss became {nll_sum / tokens:.4g} nats per word at step "
+                           f"{self.step} (epoch "
                            f"{self.epoch + 1}, window {self.window}); "
                            f"{checkpoint_note(self.args.out)}. Try a lower --lr.")
         self.opt.zero_grad()
@@ -184,12 +190,16 @@ class Trainer:
         self.state = _detach(state)
         return nll_sum
 
+    def require_finite(self):
+        require_finite_model(self.model, self.comm, self.step, self.args.out, "Try a lower --lr.")
+
     def end_epoch(self, log):
         a = self.args
+        self.require_finite()   # before the model is scored (best.npz) or saved
         val = on_root(self.comm, lambda: evaluate(self.model, self.corpus, "valid", a.batch_size,
                                                   a.seq_len, self.device))
         lr = self.opt.param_groups[0]["lr"]
-        train_ppl = math.exp(self.epoch_nll / max(self.epoch_tokens, 1))
+        train_ppl = perplexity(self.epoch_nll / max(self.epoch_tokens, 1))
         improved = val < self.best_val
         if improved:
             self.best_val = val
@@ -231,7 +241,7 @@ class Trainer:
             self.window, self.step = index + 1, self.step + 1
             words += targets.size
             bar.update(1)
-            bar.set_postfix(ppl=f"{math.exp(self.epoch_nll / self.epoch_tokens):.1f}",
+            bar.set_postfix(ppl=f"{perplexity(self.epoch_nll / self.epoch_tokens):.1f}",
                             words_s=f"{words / (time.perf_counter() - start):.0f}",
                             **self.blas.postfix())
             if clock.due(self.step):

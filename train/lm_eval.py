@@ -19,6 +19,12 @@ def device_ints(array, device):
     return tinyhw.Tensor(to_device(np.ascontiguousarray(array), device))
 
 
+def perplexity(mean_nll):
+    """exp(mean NLL), infinite where that overflows a float (a diverging run's NLL can be
+    finite and still above log(max float) ~ 709.8)."""
+    return math.exp(mean_nll) if math.isnan(mean_nll) or mean_nll < 709.0 else math.inf
+
+
 def evaluate(model, corpus, split, batch_size, seq_len, device, limit=None, order=None):
     """Perplexity exp(mean NLL) over every predicted token of `split` (its first `limit`
     words), `batch_size` streams in windows of `seq_len` steps, the LSTM state carried.
@@ -35,4 +41,4 @@ def evaluate(model, corpus, split, batch_size, seq_len, device, limit=None, orde
             nll = F.cross_entropy(logits, device_ints(targets.reshape(-1), device), "sum")
             total += nll.item()
             count += targets.size
-    return math.exp(total / count)
+    return perplexity(total / count)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import tinyhw
 from tinyhw import serialize
-from tinyhw.backend import normalize_device
+from tinyhw.backend import get_array_module, normalize_device
 from train import threads
 
 RUN_FILES = ("command.txt", "metrics.jsonl", "last.npz", "best.npz")
@@ -189,6 +189,20 @@ def checkpoint_note(out):
     if path.is_file():
         return f"the last good checkpoint is kept in {path}"
     return "no checkpoint had been written yet"
+
+
+def require_finite_model(model, comm, step, out, hint):
+    """Raise Diverged (on every rank, so that none waits on the others) when a parameter or
+    buffer of `model` is NaN or infinite on any rank. The loss can stay finite while one step's
+    update overflows the weights (e.g. --lr 1e6): such a model must be neither scored nor
+    checkpointed, so that the checkpoint kept is a good one. One pass over the weights; called
+    before every checkpoint and every evaluation."""
+    bad = next((name for name, value in model.state_dict().items()
+                if not get_array_module(value).isfinite(value).all()), None)
+    if comm.any(bad is not None):
+        raise Diverged(f"the weights became NaN or infinite by step {step}"
+                       f"{f' ({bad} first)' if bad else ' on another rank'}; "
+                       f"{checkpoint_note(out)}. {hint}")
 
 
 # ---- resuming ---------------------------------------------------------------------------
