@@ -13,7 +13,12 @@ def test_highway_mlp_learns_two_spirals(variant, lr):
     assert accuracy > 0.9
 
 
-def test_bad_arguments_are_rejected(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "0"], "--layers must be at least 1, got 0"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--lr", "-1"], "--lr must be a positive finite number, got -1.0"),
+    (["--seed", "-1"], "--seed must be 0 or more, got -1")])
+def test_bad_arguments_are_rejected(capsys, argv, message):
     with pytest.raises(SystemExit):
-        demo.main(["--layers", "0"])
-    assert "--layers must be at least 1" in capsys.readouterr().err
+        demo.main(argv)
+    assert message in capsys.readouterr().err

@@ -162,8 +162,16 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("argv,message", [(["--epochs", "0"], "--epochs must be at least 1"),
                                           (["--val-every", "0"],
                                            "--val-every must be at least 1, got 0"),
-                                          (["--lr", "-1"], "--lr > 0"),
+                                          (["--lr", "-1"],
+                                           "--lr must be a positive finite number, got -1.0"),
                                           (["--lr", "nan"], "--lr must be a positive finite"),
+                                          (["--warmup", "inf"],
+                                           "--warmup must be a finite number >= 0, got inf"),
+                                          (["--weight-decay", "nan"],
+                                           "--weight-decay must be a finite number >= 0, got nan"),
+                                          (["--momentum", "nan"],
+                                           "--momentum must be at least 0 and below 1, got nan"),
+                                          (["--seed", "-1"], "--seed must be 0 or more, got -1"),
                                           (["--arch", "resnet18"], "invalid choice")])
 def test_bad_arguments_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):

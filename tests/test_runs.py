@@ -248,7 +248,8 @@ def test_resume_without_a_checkpoint_is_refused_before_writing(corpus_dir, tmp_p
     (["--clip", "0"], "--clip must be a positive finite number, got 0.0"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 .off. or a number of steps, got -1"),
     (["--checkpoint-minutes", "-5"], "--checkpoint-minutes must be 0"),
-    (["--max-word-len", "2"], "--max-word-len must be at least 3")])
+    (["--max-word-len", "2"], "--max-word-len must be at least 3"),
+    (["--seed", "-1"], "--seed must be 0 or more, got -1")])
 def test_bad_flags_are_refused_naming_the_value(argv, message, capsys):
     with pytest.raises(SystemExit):
         lm.parse_args(argv)

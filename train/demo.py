@@ -21,7 +21,8 @@ from tinyhw import nn, optim
 from tinyhw.backend import to_device
 from tinyhw.ops.highway import VARIANTS
 from train import threads
-from train.runs import choose_device
+from train.runs import (choose_device, require_at_least_one, require_at_least_zero,
+                        require_positive_finite)
 
 # Every matrix here is at most 128 x 64: a BLAS thread pool only adds hand-offs, and on a
 # machine whose cores are busy its spin-waiting made the demo 7x slower (70 s instead of 10).
@@ -72,11 +73,9 @@ def parse_args(argv=None):
                    help="where to compute (default auto: the GPU when one is usable)")
     threads.add_argument(p, default=BLAS_DEFAULT)
     args = p.parse_args(argv)
-    for name in ("layers", "width", "steps", "batch"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
-    if args.lr <= 0:
-        p.error("--lr must be positive")
+    require_at_least_one(p, args, ("layers", "width", "steps", "batch"))
+    require_positive_finite(p, args, ("lr",))
+    require_at_least_zero(p, args, ("seed",))
     return args
 
 

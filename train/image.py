@@ -49,8 +49,9 @@ from tinyhw.backend import keep_freed_memory, to_device
 from train.runs import (CheckpointClock, check_same_flags, Diverged, StopSignals, add_run_arguments,
                         append_metrics, check_run_arguments, checkpoint_note, choose_device,
                         fail, open_run_folder, progress, read_checkpoint_meta, record_command,
-                        remember_command, require_at_least_one, require_finite_model,
-                        require_memory, require_positive_finite, resume,
+                        remember_command, require_at_least_one, require_at_least_zero,
+                        require_finite_at_least_zero, require_finite_model, require_memory,
+                        require_positive_finite, resume,
                         run_final_pass, train_epochs)
 from train import threads
 from train.memory import gpu_free_bytes, training_bytes
@@ -107,9 +108,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     require_at_least_one(p, args, ("epochs", "batch_size", "workers", "max_steps", "limit",
                                    "val_every"))
-    if args.lr <= 0 or args.weight_decay < 0 or not 0 <= args.momentum < 1 or args.warmup < 0:
-        p.error("need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1, --warmup >= 0")
-    require_positive_finite(p, args, ("lr",))      # NaN passes the comparisons above
+    require_positive_finite(p, args, ("lr",))
+    require_finite_at_least_zero(p, args, ("weight_decay", "warmup"))
+    require_at_least_zero(p, args, ("seed",))
+    if not 0 <= args.momentum < 1:      # False for NaN too
+        p.error(f"--momentum must be at least 0 and below 1, got {args.momentum}")
     if args.unshared_bn and not (args.share_blocks and args.bn):
         p.error("--unshared-bn needs --share-blocks and batch norms (not --no-bn)")
     check_run_arguments(p, args)

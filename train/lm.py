@@ -41,9 +41,9 @@ from train.parallel import (RANKS_FLAG, check_batch_split, launch, my_share, on_
 from train.runs import (CheckpointClock, Diverged, StopSignals, add_run_arguments, append_metrics,
                         check_run_arguments, check_same_flags, checkpoint_note, choose_device,
                         fail, open_run_folder, read_checkpoint_meta, record_command,
-                        remember_command, require_at_least_one, require_finite_model,
-                        require_memory, require_positive_finite, resume, run_final_pass,
-                        train_epochs)
+                        remember_command, require_at_least_one, require_at_least_zero,
+                        require_finite_model, require_memory, require_positive_finite, resume,
+                        run_final_pass, train_epochs)
 
 CHECKPOINT_KIND = "train.lm"
 
@@ -75,6 +75,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     require_at_least_one(p, args, ("epochs", "batch_size", "seq_len", "max_steps"))
     require_positive_finite(p, args, ("lr", "clip"))
+    require_at_least_zero(p, args, ("seed",))
     check_run_arguments(p, args)
     if args.max_word_len < 3:
         p.error(f"--max-word-len must be at least 3 ({{, a character, }}), got "

@@ -49,6 +49,22 @@ def require_at_least_one(parser, args, names):
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def require_at_least_zero(parser, args, names):
+    """parser.error for the first of the integer flags `names` set below 0 (e.g. --seed)."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+
+
+def require_finite_at_least_zero(parser, args, names):
+    """parser.error for the first float flag that is not >= 0 and finite (NaN included)."""
+    for name in names:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+
+
 def require_positive_finite(parser, args, names):
     """parser.error for the first float flag that is not > 0 and finite (NaN included)."""
     for name in names:
