@@ -137,6 +137,16 @@ def test_weights_overflowing_under_a_finite_loss_are_neither_scored_nor_saved(fo
     assert not (out / "best.npz").exists() and not (out / "metrics.jsonl").exists()
 
 
+def test_resume_refuses_a_max_steps_already_passed(folder, tmp_path):
+    out = tmp_path / "run"
+    _run(folder, out, "--epochs", "1", "--max-steps", "3")
+    metrics = (out / "metrics.jsonl").read_bytes() if (out / "metrics.jsonl").exists() else None
+    with pytest.raises(SystemExit, match=r"^error: --max-steps 2: .*last\.npz is already at "
+                                         r"step 3; give a --max-steps above 3, or none$"):
+        _run(folder, out, "--epochs", "1", "--max-steps", "2", "--resume")
+    assert ((out / "metrics.jsonl").read_bytes() if metrics is not None else None) == metrics
+
+
 def test_resume_refuses_a_different_arch(folder, tmp_path):
     out = tmp_path / "run"
     _run(folder, out, "--epochs", "1", "--max-steps", "1")
