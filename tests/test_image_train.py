@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -236,6 +237,26 @@ def test_unreadable_image_is_named_with_the_skip_bad_hint(folder, tmp_path, arch
     assert str(bad) in message and "rerun with --skip-bad" in message
 
 
+def test_one_class_is_not_a_classification_set(folder, tmp_path):
+    for split in ("train", "val"):
+        for c in ("class1", "class2"):
+            shutil.rmtree(folder / split / c)
+    message = _error(None, *_cpu(folder, tmp_path / "a"))
+    assert message.endswith("imgs/train has one class folder (class0): a classifier needs at "
+                            "least 2")
+
+
+def test_a_class_left_without_images_by_limit_or_skip_bad_is_an_error(folder, tmp_path):
+    message = _error(None, *_cpu(folder, tmp_path / "a", "--limit", "2", "--batch-size", "1"))
+    assert message.endswith("imgs/train: --limit 2 leaves 1 of its 3 classes without an image "
+                            "(class1); every class needs one")
+    for i in range(8):                           # every val image of class2 unreadable
+        (folder / "val" / "class2" / f"{i}.png").write_text("not an image")
+    message = _error(None, *_cpu(folder, tmp_path / "b", "--skip-bad"))
+    assert message.endswith("imgs/val: --skip-bad leaves 1 of its 3 classes without an image "
+                            "(class2); every class needs one")
+
+
 def test_truncated_jpeg_found_before_training(folder, tmp_path):
     path = folder / "val" / "class2" / "t.jpg"
     Image.fromarray(np.zeros((250, 300, 3), np.uint8) + 90).save(path, "JPEG")
@@ -312,7 +333,6 @@ def test_resume_refuses_other_batches(folder, tmp_path, change, expected):
 
 
 def test_resume_refuses_other_data_or_classes(folder, tmp_path):
-    import shutil
     out = tmp_path / "run"
     train_image.main(_cpu(folder, out, "--max-steps", "1", "--limit", "30"))
     copy = tmp_path / "copy"

@@ -386,6 +386,18 @@ def load_data(args):
         raise ValueError(f"{root}: train/ and val/ hold different classes "
                          f"({len(train_set.classes)} and {len(val_set.classes)}): " +
                          class_difference(train_set.classes, val_set.classes, "train/", "val/"))
+    if len(train_set.classes) < 2:
+        raise ValueError(f"{root / 'train'} has one class folder ({train_set.classes[0]}): a "
+                         "classifier needs at least 2")
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        empty = [c for k, c in enumerate(dataset.classes) if not (dataset.labels == k).any()]
+        if empty:     # --limit below the class count, or --skip-bad emptied a class folder
+            how = " and ".join(f for f, on in ((f"--limit {args.limit}", args.limit),
+                                               ("--skip-bad", args.skip_bad)) if on)
+            named = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
+            raise ValueError(f"{root / split}: {how} leaves {len(empty)} of its "
+                             f"{len(dataset.classes)} classes without an image ({named}); "
+                             "every class needs one")
     if len(train_set) < args.batch_size:   # drop_last: no training batch at all
         more = " or a larger --limit" if args.limit is not None else ""
         raise ValueError(f"--batch-size {args.batch_size} is more than the {len(train_set)} "
