@@ -206,6 +206,14 @@ def test_a_finite_loss_whose_perplexity_overflows_is_divergence(corpus_dir, tmp_
         _run(corpus_dir, tmp_path / "run", "--epochs", "1")
 
 
+def test_the_first_line_names_the_data_folder_used(corpus_dir, tmp_path, capsys):
+    """$TINYHW_DATA/ptb, then the project's data/ptb: the line says which one trained."""
+    _run(corpus_dir, tmp_path / "run", "--epochs", "1", "--max-steps", "1")
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("tiny char-LM, coupled highway: ")
+    assert f"parameters; {corpus_dir}: " in first
+
+
 def test_perplexity_of_a_huge_mean_nll_is_infinite_not_an_overflow_error():
     assert lm_eval.perplexity(math.log(100.0)) == pytest.approx(100.0)
     assert lm_eval.perplexity(800.0) == math.inf

@@ -305,8 +305,8 @@ def main(argv=None):
         record_command(args)
     v = corpus.vocab
     print(f"{args.config} char-LM, {args.variant} highway: {count_parameters(trainer.model):,} "
-          f"parameters; {len(v.words)} words, {len(v.chars)} chars, max word length "
-          f"{v.max_word_len}; device {device}{ranks_note(comm)}; out {args.out}")
+          f"parameters; {corpus.folder}: {len(v.words)} words, {len(v.chars)} chars, max word "
+          f"length {v.max_word_len}; device {device}{ranks_note(comm)}; out {args.out}")
     train_epochs(trainer, args)
     return run_final_pass(args, lambda: on_root(comm, lambda: finish(trainer, args, corpus,
                                                                      device)))
