@@ -138,6 +138,21 @@ def test_weights_overflowing_under_a_finite_loss_are_neither_scored_nor_saved(fo
     assert not (out / "best.npz").exists() and not (out / "metrics.jsonl").exists()
 
 
+def test_resume_applies_a_changed_momentum_and_weight_decay_and_says_so(folder, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "run"
+    _run(folder, out, "--epochs", "1", "--max-steps", "1")
+    capsys.readouterr()
+    _run(folder, out, "--epochs", "1", "--max-steps", "2", "--resume", "--momentum", "0.5",
+         "--weight-decay", "0.001")
+    notes = [l for l in capsys.readouterr().out.splitlines() if l.startswith("note: --resume")]
+    assert [n.split("; ")[1] for n in notes] == ["going on with --momentum 0.5",
+                                                 "going on with --weight-decay 0.001"]
+    _, optim_state, _ = serialize.load_checkpoint(out / "last.npz")
+    (group,) = optim_state["param_groups"]
+    assert (group["momentum"], group["weight_decay"]) == (0.5, 0.001)
+
+
 def test_resume_refuses_a_max_steps_already_passed(folder, tmp_path):
     out = tmp_path / "run"
     _run(folder, out, "--epochs", "1", "--max-steps", "3")

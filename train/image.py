@@ -236,15 +236,29 @@ class Trainer:
                                                      "rng"))
         model_state, optim_state, meta = serialize.load_checkpoint(path)
         if (meta["arch"], meta["bn"]) != (self.args.arch, self.args.bn):
-            raise SystemExit(f"--resume: {path} holds an --arch {meta['arch']} run with "
-                             f"bn={meta['bn']}, not --arch {self.args.arch} bn={self.args.bn}")
+            fail(f"--resume: {path} holds an --arch {meta['arch']} run with bn={meta['bn']}, "
+                 f"not --arch {self.args.arch} bn={self.args.bn}")
         self._check_same_data(meta, path)
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(optim_state)
+        self._apply_changed_hyperparameters(path)
         for key in ("epoch", "batch", "step", "history", "best_top1", "epoch_loss",
                     "epoch_wrong", "epoch_seen"):
             setattr(self, key, meta[key])
         tinyhw.random.set_state(meta["rngs"][self.comm.rank] if "rngs" in meta else meta["rng"])
+
+    def _apply_changed_hyperparameters(self, path):
+        """The optimizer state of the checkpoint brings its --momentum and --weight-decay; the
+        ones given now win (command.txt records them) and a note says what changed. (--lr,
+        --warmup and --schedule set the learning rate of every step from the flags anyway.)"""
+        for key in ("momentum", "weight_decay"):
+            saved, given = self.opt.param_groups[0][key], getattr(self.args, key)
+            if saved != given:
+                flag = "--" + key.replace("_", "-")
+                print(f"note: --resume: {path} was trained with {flag} {saved}; going on "
+                      f"with {flag} {given}", flush=True)
+                for group in self.opt.param_groups:
+                    group[key] = given
 
     # ---- training -------------------------------------------------------------------
     def train_step(self, x, y):

@@ -149,8 +149,8 @@ class Trainer:
         check_same_flags(meta, self.flags(), path)
         arrays, meta = serialize.load(path)
         if (meta["config"], meta["variant"]) != (self.args.config, self.args.variant):
-            raise SystemExit(f"--resume: {path} holds a {meta['config']} {meta['variant']} run, "
-                             f"not --config {self.args.config} --variant {self.args.variant}")
+            fail(f"--resume: {path} holds a {meta['config']} {meta['variant']} run, not "
+                 f"--config {self.args.config} --variant {self.args.variant}")
         self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
         self.state = None
         if "carry.h" in arrays:   # this rank's streams
