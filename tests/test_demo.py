@@ -22,3 +22,9 @@ def test_bad_arguments_are_rejected(capsys, argv, message):
     with pytest.raises(SystemExit):
         demo.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_net_too_large_for_memory_is_refused_before_it_is_built():
+    with pytest.raises(SystemExit, match=r"^error: one training step needs about .* GiB .* with "
+                                         r"--layers 100000 --width 100000 --batch 128, but only"):
+        demo.main(["--layers", "100000", "--width", "100000", "--device", "cpu"])

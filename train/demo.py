@@ -22,7 +22,7 @@ from tinyhw.backend import to_device
 from tinyhw.ops.highway import VARIANTS
 from train import threads
 from train.runs import (choose_device, require_at_least_one, require_at_least_zero,
-                        require_positive_finite)
+                        require_memory, require_positive_finite)
 
 # Every matrix here is at most 128 x 64: a BLAS thread pool only adds hand-offs, and on a
 # machine whose cores are busy its spin-waiting made the demo 7x slower (70 s instead of 10).
@@ -87,6 +87,11 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     x_train, y_train = two_spirals(1000, 0.02, rng)
     x_test, y_test = two_spirals(500, 0.02, rng)
+    # at most 3 width x width maps per layer (H, T, C), each with its gradient and momentum,
+    # plus the activations of a batch: refuse now rather than fail to allocate mid-build
+    weights = 3 * args.layers * args.width * (args.width + 1)
+    require_memory(4 * (3 * weights + 8 * args.layers * args.batch * args.width),
+                   f"--layers {args.layers} --width {args.width} --batch {args.batch}")
     model = HighwayMLP(args.width, args.layers, args.variant).to(device)
     opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     test_x = tinyhw.tensor(x_test, device=device)
