@@ -265,7 +265,7 @@ def resume(trainer, out, position):
     try:
         trainer.load(path)
     except (ValueError, KeyError, OSError) as e:
-        fail(f"--resume: {path} does not fit this run: {e}")
+        fail(f"--resume: {path} is damaged or does not fit this run: {e}")
     max_steps = trainer.args.max_steps
     if max_steps is not None and max_steps < trainer.step:   # equal: nothing to train, score
         fail(f"--max-steps {max_steps}: {path} is already at step {trainer.step}; give a "
