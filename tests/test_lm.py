@@ -201,8 +201,9 @@ def test_a_finite_loss_whose_perplexity_overflows_is_divergence(corpus_dir, tmp_
     infinite perplexity is no run."""
     real = lm.F.cross_entropy
     monkeypatch.setattr(lm.F, "cross_entropy", lambda *a, **k: real(*a, **k) * 1000.0)
-    with pytest.raises(SystemExit, match=r"^diverged: training loss became \d{4} nats per "
-                                         r"word at step 0 \(epoch 1, window 0\); no checkpoint"):
+    with pytest.raises(SystemExit, match=r"^diverged: training loss became \d{4} nats per word "
+                                         r"\(its perplexity overflows\) at step 0 \(epoch 1, "
+                                         r"window 0\); no checkpoint"):
         _run(corpus_dir, tmp_path / "run", "--epochs", "1")
 
 

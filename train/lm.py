@@ -179,8 +179,9 @@ class Trainer:
         # a mean NLL whose perplexity overflows (> ~709 nats a word; uniform guessing over
         # 10,000 words is 9.2) is divergence too, though finite: clipping keeps weights finite
         if not math.isfinite(perplexity(nll_sum / tokens)):
-            raise Diverged(f"training loss became {nll_sum / tokens:.4g} nats per word at step "
-                           f"{self.step} (epoch "
+            became = (f"{nll_sum / tokens:.4g} nats per word (its perplexity overflows)"
+                      if math.isfinite(nll_sum) else f"{nll_sum}")
+            raise Diverged(f"training loss became {became} at step {self.step} (epoch "
                            f"{self.epoch + 1}, window {self.window}); "
                            f"{checkpoint_note(self.args.out)}. Try a lower --lr.")
         self.opt.zero_grad()
