@@ -7,8 +7,25 @@ from tinyhw.autograd import Function
 from tinyhw.gradcheck import GradcheckError, gradcheck
 
 
+def _matmul_with_wrong_weight_gradient(error):
+    """y = x @ w whose backward scales dL/dw by (1 + error)."""
+
+    class WrongWeightGradient(Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save(x, w)
+            return x @ w
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved
+            return g @ w.T, (x.T @ g) * (1 + error)
+    return WrongWeightGradient
+
+
 class _TransposedGradient(Function):
-    """y = x @ w with a deliberately wrong backward for w (transposed roles)."""
+    """y = x @ w whose backward for w transposes the roles: g.T @ x, the gradient of x.T-ish
+    shapes, instead of x.T @ g (the shapes agree for square matrices)."""
 
     @staticmethod
     def forward(ctx, x, w):
@@ -18,7 +35,7 @@ class _TransposedGradient(Function):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved
-        return g @ w.T, (g.T @ x).T * 1.01
+        return g @ w.T, g.T @ x
 
 
 class _MissingFactor(Function):
@@ -36,10 +53,25 @@ class _MissingFactor(Function):
 
 
 def test_directional_mode_catches_a_wrong_gradient():
-    r = np.random.default_rng(0)
+    # not seed 0: gradcheck draws its cotangent u from default_rng(0), and with x = u the
+    # wrong g.T @ x equals the right x.T @ g (both x.T x)
+    r = np.random.default_rng(1)
     with pytest.raises(GradcheckError, match="analytic .* numeric"):
         gradcheck(lambda x, w: _TransposedGradient.apply(x, w), [r.standard_normal((3, 3)),
                                                                  r.standard_normal((3, 3))])
+
+
+@pytest.mark.parametrize("error", [1e-5, -1e-5])
+def test_default_tolerance_catches_a_gradient_wrong_by_one_part_in_100_000(error):
+    """float64 central differences are good to ~1e-9 here: the default tolerance must not
+    let a gradient that is 1e-5 off pass (the old rtol 1e-5 on a scale of sum |g v| did)."""
+    r = np.random.default_rng(1)     # not gradcheck's own seed 0 (see above)
+    x, w = r.standard_normal((8, 16)), r.standard_normal((16, 12))
+    fn = _matmul_with_wrong_weight_gradient(0.0)
+    assert gradcheck(lambda a, b: fn.apply(a, b), [x, w])
+    wrong = _matmul_with_wrong_weight_gradient(error)
+    with pytest.raises(GradcheckError, match="analytic .* numeric"):
+        gradcheck(lambda a, b: wrong.apply(a, b), [x, w])
 
 
 def test_full_mode_reports_the_worst_element():

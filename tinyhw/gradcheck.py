@@ -63,7 +63,7 @@ def _random_like(rng, a):
     return to_device(r, "gpu") if is_cupy_array(a) else r
 
 
-def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-7, rtol=1e-5, mode="directional",
+def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-8, rtol=1e-7, mode="directional",
               n_directions=2, seed=0, wrt=None):
     """Compare autodiff gradients of `fn(*inputs)` with central differences.
 
