@@ -81,7 +81,11 @@ def _run(route, x_nlc, weights, biases, g, chunk_bytes=None):
     return [y.numpy(), e.grad] + [w.grad for w in ws] + [b.grad for b in bs]
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 1, 5000])
+# None: the default budget (all 40 words in one chunk); 1 and 5000: one word per chunk;
+# 16000: chunks of several words with a short last one in both width groups of the case
+# (21 steps x 54 features x 4 bytes a word: chunks of 3, 40 = 13 x 3 + 1; 21 x 30 x 4: chunks
+# of 6, 40 = 6 x 6 + 4), forward and backward
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 5000, 16000])
 def test_columns_route_equals_the_reference_with_ties(chunk_bytes, rng):
     x, weights, biases = _float32_case(rng)
     g = rng.standard_normal((x.shape[0], sum(w.shape[0] for w in weights))).astype(np.float32)
