@@ -189,11 +189,16 @@ def test_conv2d_routes_match_torch(geometry, route, rng):
 @pytest.mark.parametrize("route", ["shifted", "shifted-per-offset"])
 @pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False),
                                    (False, False, True)])
-def test_shifted_routes_in_chunks_match_reference(route, needs, rng):
-    """Several chunks with a short last one (5 images, one per chunk), every subset of
-    gradients; 3x3 'same', an asymmetric kernel with padding beyond it, a 3x5 kernel with two
-    wrapped columns on each side of a folded grid (at row stride 2), and the strided convs
-    of a ResNet's stage changes (3x3 stride 2, 1x1 stride 2 with padding)."""
+def test_shifted_routes_in_chunks_match_reference(route, needs, rng, monkeypatch):
+    """Chunks of one image, of two with a short last one (5 = 2 + 2 + 1: its planes past the
+    last image must be zeroed), and the whole batch, every subset of gradients; 3x3 'same', an
+    asymmetric kernel with padding beyond it, a 3x5 kernel with two wrapped columns on each
+    side of a folded grid (at row stride 2), and the strided convs of a ResNet's stage changes
+    (3x3 stride 2, 1x1 stride 2 with padding)."""
+    by_budget = flat_grid.images_per_chunk
+    two = {"force": False}
+    monkeypatch.setattr(flat_grid, "images_per_chunk",
+                        lambda n, b: min(n, 2) if two["force"] else by_budget(n, b))
     for w_shape, stride, padding in [((4, 3, 3, 3), 1, 1), ((2, 3, 2, 3), 1, (3, 0)),
                                      ((2, 3, 3, 5), (2, 1), (1, 2)),
                                      ((4, 3, 3, 3), 2, 1), ((4, 3, 1, 1), 2, 1),
@@ -202,7 +207,8 @@ def test_shifted_routes_in_chunks_match_reference(route, needs, rng):
         w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
         dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
         want = run(conv2d, "reference", x, w, b, stride, padding, dy, needs)
-        for chunk_bytes in (1, None):
+        for chunk_bytes, force_two in ((1, False), (None, True), (None, False)):
+            two["force"] = force_two
             got = run(conv2d, route, x, w, b, stride, padding, dy, needs, chunk_bytes)
             assert_same(got, want, np.float64)
 
