@@ -51,6 +51,17 @@ def test_max_pool2d_gradcheck_and_loop(geometry, data):
     assert gradcheck(lambda x: max_pool2d(x, **hyper(geometry)), [x])
 
 
+def test_max_pool2d_with_more_than_256_window_cells(rng):
+    """A 17 x 17 window (289 cells) keeps its winners' offsets in int32, not uint8: value and
+    gradient against the loop, the maximum placed at the window's last cell."""
+    x = rng.standard_normal((1, 2, 19, 19))
+    x[0, 0, 16, 16] = 10.0                              # offset 16 * 17 + 16 = 288 of window 0
+    y = max_pool2d(tinyhw.Tensor(x, requires_grad=True), 17, stride=2)
+    want = pool_loop(x, (17, 17), (2, 2), (0, 0), reduce=np.max, fill=-np.inf)
+    np.testing.assert_array_equal(y.numpy(), want)
+    assert gradcheck(lambda t: max_pool2d(t, 17, stride=2), [x])
+
+
 def test_max_pool2d_stride_defaults_to_kernel(rng):
     x = rng.standard_normal((2, 3, 6, 6))
     np.testing.assert_array_equal(max_pool2d(x, 2).numpy(), max_pool2d(x, 2, 2).numpy())
