@@ -362,7 +362,10 @@ def train_epochs(trainer, args):
         except Diverged as e:
             raise SystemExit(f"diverged: {e}") from None
         except Interrupted as e:
-            trainer.save(args.out / "last.npz")
+            try:
+                trainer.save(args.out / "last.npz")
+            except Diverged as d:   # the weights went bad since the last checkpoint
+                raise SystemExit(f"diverged: {d}") from None
             raise SystemExit(f"{e}: stopped at step {trainer.step}; checkpoint saved in "
                              f"{args.out / 'last.npz'}. Continue with: {resume_hint(args)}"
                              ) from None
