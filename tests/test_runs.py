@@ -217,7 +217,7 @@ def test_resume_refuses_a_checkpoint_of_the_other_entry_point(corpus_dir, tmp_pa
 
 
 @pytest.mark.parametrize("flag,saved,value", [("batch_size", 4, 3), ("seq_len", 6, 5),
-                                              ("max_word_len", 65, 10)])
+                                              ("max_word_len", 65, 10), ("lr", 1.0, 0.5)])
 def test_resume_with_a_different_stream_flag_is_refused_naming_both_values(
         corpus_dir, tmp_path, flag, saved, value):
     out = tmp_path / "run"

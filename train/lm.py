@@ -136,10 +136,12 @@ class Trainer:
 
     def flags(self):
         """The flags a resumed run must share with the saved one: they fix the data stream
-        and the position in it (--data, --batch-size, --seq-len) or the model's shape."""
+        and the position in it (--data, --batch-size, --seq-len), the model's shape, or the
+        learning rate (--lr starts Kim et al.'s halving schedule, whose current rate the
+        checkpoint carries on: another --lr would be silently ignored)."""
         a = self.args
         return {"--data": str(self.corpus.folder.resolve()), "--batch-size": a.batch_size,
-                "--seq-len": a.seq_len, "--max-word-len": a.max_word_len,
+                "--seq-len": a.seq_len, "--max-word-len": a.max_word_len, "--lr": a.lr,
                 RANKS_FLAG: self.comm.size}
 
     def load(self, path):
