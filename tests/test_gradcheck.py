@@ -7,10 +7,11 @@ from tinyhw.autograd import Function
 from tinyhw.gradcheck import GradcheckError, gradcheck
 
 
-def _matmul_with_wrong_weight_gradient(error):
-    """y = x @ w whose backward scales dL/dw by (1 + error)."""
+def _matmul(weight_gradient):
+    """y = x @ w whose backward gives dL/dx right and dL/dw = weight_gradient(x, g): the
+    right one is x.T @ g."""
 
-    class WrongWeightGradient(Function):
+    class MatMul(Function):
         @staticmethod
         def forward(ctx, x, w):
             ctx.save(x, w)
@@ -19,23 +20,18 @@ def _matmul_with_wrong_weight_gradient(error):
         @staticmethod
         def backward(ctx, g):
             x, w = ctx.saved
-            return g @ w.T, (x.T @ g) * (1 + error)
-    return WrongWeightGradient
+            return g @ w.T, weight_gradient(x, g)
+    return MatMul
 
 
-class _TransposedGradient(Function):
-    """y = x @ w whose backward for w transposes the roles: g.T @ x, the gradient of x.T-ish
-    shapes, instead of x.T @ g (the shapes agree for square matrices)."""
+def _matmul_with_wrong_weight_gradient(error):
+    """y = x @ w whose backward scales dL/dw by (1 + error)."""
+    return _matmul(lambda x, g: (x.T @ g) * (1 + error))
 
-    @staticmethod
-    def forward(ctx, x, w):
-        ctx.save(x, w)
-        return x @ w
 
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved
-        return g @ w.T, g.T @ x
+# dL/dw with the roles transposed: g.T @ x instead of x.T @ g (the shapes agree for square
+# matrices)
+_TransposedGradient = _matmul(lambda x, g: g.T @ x)
 
 
 class _MissingFactor(Function):
