@@ -284,14 +284,8 @@ def test_gates_of_the_trained_highway_net_and_refusal_without_gates(env):
 
 
 def test_gates_of_a_c_only_char_lm(tmp_path):
-    folder = _write_corpus(tmp_path / "ptb")
-    corpus = Corpus(folder)
-    v = corpus.vocab
     tinyhw.manual_seed(0)
-    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
-    path = tmp_path / "best.npz"
-    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
-                                                   "val_ppl": 1.0})
+    path, folder, _ = _tiny_lm_checkpoint(tmp_path, "c_only")
     out = tmp_path / "out"
     analyze.main(["gates", "--checkpoint", str(path), "--data", str(folder), "--limit", "50",
                   "--device", "cpu", "--out", str(out)])
@@ -632,17 +626,24 @@ def test_a_bad_count_names_the_option_the_value_and_what_is_expected(capsys, opt
     assert line.endswith(f"error: argument {option}: expected {expected}, got {value!r}")
 
 # ---- the char-LM's highway stack ---------------------------------------------------------------
+def _tiny_lm_checkpoint(tmp_path, variant, **build_options):
+    """(best.npz, PTB folder, model) of an untrained tiny char-LM of `variant` on a corpus of
+    its own."""
+    folder = _write_corpus(tmp_path / "ptb")
+    v = Corpus(folder).vocab
+    model = build_lm("tiny", variant, len(v.words), len(v.chars), v.max_word_len,
+                     **build_options)
+    path = tmp_path / "best.npz"
+    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": variant,
+                                                   "val_ppl": 1.0})
+    return path, folder, model
+
+
 @pytest.fixture
 def lm_checkpoint(tmp_path):
     """A tiny char-LM whose `residual` variant has 2 highway layers (a stack to reorder)."""
-    folder = _write_corpus(tmp_path / "ptb")
-    v = Corpus(folder).vocab
     tinyhw.manual_seed(0)
-    model = build_lm("tiny", "residual", len(v.words), len(v.chars), v.max_word_len,
-                     init_scale=0.3)
-    path = tmp_path / "best.npz"
-    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "residual",
-                                                   "val_ppl": 1.0})
+    path, folder, _ = _tiny_lm_checkpoint(tmp_path, "residual", init_scale=0.3)
     return path, folder
 
 
@@ -742,24 +743,14 @@ def test_lm_layers_iterative_matches_direct_computations(lm_checkpoint, tmp_path
 
 
 def test_lm_with_one_highway_layer_cannot_be_shuffled(tmp_path):
-    folder = _write_corpus(tmp_path / "ptb")
-    v = Corpus(folder).vocab
-    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
-    path = tmp_path / "best.npz"
-    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
-                                                   "val_ppl": 1.0})
+    path, folder, _ = _tiny_lm_checkpoint(tmp_path, "c_only")
     with pytest.raises(SystemExit, match="shuffle needs at least 2"):
         _lm("shuffle", path, folder, tmp_path / "o")
 
 
 def test_lm_with_one_highway_layer_estimation_error_says_it_is_trivial(tmp_path, capsys):
-    folder = _write_corpus(tmp_path / "ptb")
-    v = Corpus(folder).vocab
-    model = build_lm("tiny", "c_only", len(v.words), len(v.chars), v.max_word_len)
+    path, folder, model = _tiny_lm_checkpoint(tmp_path, "c_only")
     assert len(model.highways) == 1
-    path = tmp_path / "best.npz"
-    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "c_only",
-                                                   "val_ppl": 1.0})
     ee = _lm("estimation-error", path, folder, tmp_path / "o")
     (layer,) = ee["layers"]
     assert layer["mean"] == layer["std"] == layer["mean_abs"] == 0.0
@@ -770,12 +761,7 @@ def test_lm_with_one_highway_layer_estimation_error_says_it_is_trivial(tmp_path,
 
 def test_lm_iterative_refuses_a_plain_char_lm(tmp_path):
     """A plain layer relu(W h + b) has no carry path: layer(h) - h is no increment to h."""
-    folder = _write_corpus(tmp_path / "ptb")
-    v = Corpus(folder).vocab
-    model = build_lm("tiny", "plain", len(v.words), len(v.chars), v.max_word_len)
-    path = tmp_path / "best.npz"
-    serialize.save(model.state_dict(), path, meta={"config": "tiny", "variant": "plain",
-                                                   "val_ppl": 1.0})
+    path, folder, _ = _tiny_lm_checkpoint(tmp_path, "plain")
     with pytest.raises(SystemExit, match="is a plain char-LM, whose layer relu"):
         _lm("iterative", path, folder, tmp_path / "o")
     assert not (tmp_path / "o" / "iterative.json").exists()
