@@ -8,7 +8,8 @@ many times its usual time, and that is not a failure.
 Cross-checks against PyTorch: every test that calls `pytest.importorskip("torch")` gets the
 `torch` marker, so `python -m pytest -m torch` runs exactly them. Without torch they skip;
 with TINYHW_REQUIRE_TORCH=1 (set by .ci/run, which installs torch) a skipped torch test is a
-failure instead, so the cross-checks cannot silently stop running."""
+failure instead, so the cross-checks cannot silently stop running. Tests of the routes that need
+Numba carry the `jit` marker (tests/routes.py) and TINYHW_REQUIRE_JIT=1 does the same for them."""
 import inspect
 import os
 
@@ -31,6 +32,7 @@ settings.register_profile("thorough", max_examples=300, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 REQUIRE_TORCH = os.environ.get("TINYHW_REQUIRE_TORCH", "") not in ("", "0")
+REQUIRE_JIT = os.environ.get("TINYHW_REQUIRE_JIT", "") not in ("", "0")   # tests/routes.py
 _TORCH_CALLS = ('importorskip("torch")', "importorskip('torch')")
 
 
@@ -52,11 +54,16 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if REQUIRE_TORCH and report.skipped and item.get_closest_marker("torch") is not None:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.outcome = "failed"
-        report.longrepr = (f"TINYHW_REQUIRE_TORCH=1, yet this torch cross-check was skipped: "
-                           f"{reason}")
+    if not report.skipped:
+        return
+    for marker, required, variable, what in (
+            ("torch", REQUIRE_TORCH, "TINYHW_REQUIRE_TORCH", "torch cross-check"),
+            ("jit", REQUIRE_JIT, "TINYHW_REQUIRE_JIT", "jit test")):
+        if required and item.get_closest_marker(marker) is not None:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+            report.outcome = "failed"
+            report.longrepr = f"{variable}=1, yet this {what} was skipped: {reason}"
+            return
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ fast route against the reference, torch cross-checks, argument errors.
 
 Routes are forced with `tinyhw.ops.fast.use` (see tinyhw/ops/norm.py): "rows" (one-pass
 statistics, or the centred form when some |mu| is large), "rows-centred" (always centred)
-and "reference" (the route of CuPy and float16). bn_block_bytes=64 cuts the tiny shapes that
+"jit" (compiled loops, with Numba: tests/routes.py) and "reference" (the route of CuPy and
+float16). bn_block_bytes=64 cuts the tiny shapes that
 Hypothesis draws into several blocks.
 """
 import numpy as np
@@ -14,8 +15,9 @@ from hypothesis import strategies as st
 import tinyhw
 from tinyhw.gradcheck import gradcheck
 from tinyhw.ops import fast, norm
-from tinyhw.ops.fast import norm_rows
+from tinyhw.ops.fast import jit, norm_rows
 from tinyhw.ops.norm import batch_norm
+from tests.routes import params
 from tests.strategies import arrays, batch_norm_shapes
 
 EPS = 1e-5
@@ -115,13 +117,13 @@ def test_reference_matches_closed_form(case, momentum, data):
 @st.composite
 def route_case(draw):
     """A bn_case in float64 or float32, shifted by a mean that the one-pass variance handles
-    (0) or not (50: then "rows" falls back to the centred form), a fast route, the block size,
+    (0) or not (50: then "rows" falls back to the centred form), the block size,
     which of (x, w, b) need a gradient, and the momentum."""
     case, dtype = draw(bn_case()), draw(st.sampled_from([np.float64, np.float32]))
     case["x"] = case["x"] + draw(st.sampled_from([0.0, 50.0]))
     for name in ("x", "w", "b", "rm", "rv"):
         case[name] = None if case[name] is None else case[name].astype(dtype)
-    return dict(case=case, dtype=dtype, route=draw(st.sampled_from(FAST_ROUTES)),
+    return dict(case=case, dtype=dtype,
                 block_bytes=draw(st.sampled_from([64, None])),
                 needs=draw(st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(any)),
                 momentum=draw(st.floats(0.0, 1.0)),
@@ -138,14 +140,15 @@ def condition(case):
     return 1.0 + np.max(np.abs(mean) / np.sqrt(var + EPS))
 
 
-@given(route_case())
-def test_routes_match_reference(drawn):
+@pytest.mark.parametrize("route", params(FAST_ROUTES))
+@given(drawn=route_case())
+def test_routes_match_reference(route, drawn):
     """Output, running statistics and every gradient, in training and evaluation mode, equal
     up to the order of sums (relative to the largest entry, times the conditioning of x - mu)."""
     case, dtype, dy, needs, momentum = (drawn[k] for k in ("case", "dtype", "dy", "needs",
                                                            "momentum"))
     want = run("reference", case, dy, needs, momentum)
-    got = run(drawn["route"], case, dy, needs, momentum, drawn["block_bytes"])
+    got = run(route, case, dy, needs, momentum, drawn["block_bytes"])
     tol = TOLERANCE[dtype] * condition(case)
     for g, r in zip(got, want):
         if r is None:
@@ -155,7 +158,7 @@ def test_routes_match_reference(drawn):
         np.testing.assert_allclose(g, r, rtol=tol, atol=tol * max(1.0, np.abs(r).max()))
 
 
-@pytest.mark.parametrize("route", norm.ROUTES)
+@pytest.mark.parametrize("route", params(norm.ROUTES))
 def test_eval_mode_uses_running_stats_and_leaves_them_alone(rng, route):
     x = rng.normal(3.0, 2.0, size=(5, 4, 3, 3))
     rm, rv = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
@@ -184,7 +187,7 @@ def test_running_stats_update_under_no_grad(rng):
     np.testing.assert_allclose(rv.data, 0.5 + 0.5 * x.var(axis=(0, 2), ddof=1))
 
 
-@pytest.mark.parametrize("route", norm.ROUTES)
+@pytest.mark.parametrize("route", params(norm.ROUTES))
 def test_only_parameter_gradients_when_input_is_constant(rng, route):
     x, dy = rng.normal(size=(3, 2, 5)), rng.normal(size=(3, 2, 5))
     w = tinyhw.Tensor(np.ones(2), requires_grad=True)
@@ -197,18 +200,27 @@ def test_only_parameter_gradients_when_input_is_constant(rng, route):
 
 
 def test_choose_route():
-    assert norm.choose_route(np, np.dtype(np.float32)) == "rows"
-    assert norm.choose_route(np, np.dtype(np.float64)) == "rows"
+    compiled = "jit" if jit.available else "rows"   # the compiled loops whenever Numba is there
+    assert norm.choose_route(np, np.dtype(np.float32)) == compiled
+    assert norm.choose_route(np, np.dtype(np.float64)) == compiled
     assert norm.choose_route(np, np.dtype(np.float16)) == "reference"  # sums need float32
 
 
-def test_rows_routes_refuse_float16():
+@pytest.mark.parametrize("route", params(FAST_ROUTES))
+def test_fast_routes_refuse_float16(route):
     x = tinyhw.Tensor(np.ones((4, 3), np.float16))
-    for route in FAST_ROUTES:
-        with fast.use(batch_norm=route), pytest.raises(
-                ValueError, match=f"batch_norm: route '{route}' runs on NumPy float32 and "
-                                  "float64 arrays only, got numpy float16"):
-            batch_norm(x, None, None, training=True)
+    with fast.use(batch_norm=route), pytest.raises(
+            ValueError, match=f"batch_norm: route '{route}' runs on NumPy float32 and "
+                              "float64 arrays only, got numpy float16"):
+        batch_norm(x, None, None, training=True)
+
+
+@pytest.mark.skipif(jit.available, reason="Numba is installed")
+def test_jit_route_without_numba_names_the_extra():
+    x = tinyhw.Tensor(np.ones((4, 3)))
+    with fast.use(batch_norm="jit"), pytest.raises(
+            ValueError, match=r"batch_norm: route 'jit' needs Numba: pip install -e \"\.\[fast\]\""):
+        batch_norm(x, None, None, training=True)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -234,7 +246,7 @@ def test_one_pass_variance_only_when_well_conditioned(rng, mean, centred):
     assert norm_rows.train_forward(x, np.ones(3), None, EPS, always_centred=True)[3]
 
 
-@pytest.mark.parametrize("route", norm.ROUTES)
+@pytest.mark.parametrize("route", params(norm.ROUTES))
 def test_non_contiguous_input_and_gradient(rng, route):
     """Strided inputs and gradients (the rows routes work on contiguous copies); every route
     returns C-contiguous results."""
@@ -251,15 +263,16 @@ def test_non_contiguous_input_and_gradient(rng, route):
     assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
 
 
-def test_float32_large_mean_is_accurate(rng):
+@pytest.mark.parametrize("route", params(["rows", "jit"]))
+def test_float32_large_mean_is_accurate(rng, route):
     """With |mu| = 100 std the one-pass variance would cancel: the rows path must switch to
-    the centred form and stay float32-accurate."""
+    the centred form (the jit route always centres) and stay float32-accurate."""
     x = (100.0 + rng.normal(size=(4, 3, 48, 48))).astype(np.float32)
     dy = rng.normal(size=x.shape).astype(np.float32)
     xt = tinyhw.Tensor(x, requires_grad=True)
-    assert norm.choose_route(np, x.dtype) == "rows"
-    y = batch_norm(xt, None, None, training=True)
-    y.backward(dy)
+    with fast.use(batch_norm=route):
+        y = batch_norm(xt, None, None, training=True)
+        y.backward(dy)
     y_ref, _, _ = closed_form(x.astype(np.float64), np.zeros(3), np.ones(3), None, None, True)
     dx_ref = closed_form_grads(x.astype(np.float64), dy.astype(np.float64), None, True)[0]
     assert y.dtype == xt.grad.dtype == np.float32
@@ -267,7 +280,7 @@ def test_float32_large_mean_is_accurate(rng):
     np.testing.assert_allclose(xt.grad, dx_ref, atol=2e-4 * np.abs(dx_ref).max())
 
 
-@pytest.mark.parametrize("route", norm.ROUTES)
+@pytest.mark.parametrize("route", params(norm.ROUTES))
 @pytest.mark.parametrize("shape", [(16, 5), (4, 3, 7), (2, 3, 64, 64), (3, 2, 5, 5)])
 @pytest.mark.parametrize("training", [True, False])
 def test_matches_torch(rng, shape, training, route):

@@ -48,6 +48,9 @@ least float32: float16 sums overflow). Every call runs on one of ROUTES, picked 
                 block by block; the centred two-pass form when some |mu| > 4 std
                 (fast/norm_rows.py).
   rows-centred  the rows route, always with the two-pass statistics.
+  jit           NumPy float32/float64 with Numba installed (the `fast` extra):
+                compiled loops over the cores, two-pass statistics per channel and
+                one fused pass for y and one for dx (fast/norm_jit.py).
 """
 import numbers
 
@@ -56,9 +59,9 @@ import numpy as np
 from ..autograd import Function
 from ..checks import as_tensor, check_float, check_ndim, check_same, check_shape
 from . import fast
-from .fast import norm_rows
+from .fast import jit, norm_jit, norm_rows
 
-ROUTES = ("reference", "rows", "rows-centred")
+ROUTES = ("reference", "rows", "rows-centred", "jit")
 fast.register("batch_norm", ROUTES)
 
 
@@ -115,17 +118,27 @@ def reference_eval_sums(dy, x, running_mean):
 # ---- which route runs --------------------------------------------------------------
 
 def choose_route(xp, dtype):
-    """The route a call takes when none is forced: "rows" for NumPy float32 and float64
-    data, else "reference" (CuPy arrays; float16, whose sums need a wider accumulator)."""
+    """The route a call takes when none is forced: "jit" for NumPy float32 and float64 data
+    when Numba is installed, else "rows" for them, else "reference" (CuPy arrays; float16,
+    whose sums need a wider accumulator)."""
+    if norm_jit.runs_on(xp, dtype):
+        return "jit"
     return "rows" if norm_rows.runs_on(xp, dtype) else "reference"
 
 
 def _route(xp, x):
     route = fast.forced_route("batch_norm") or choose_route(xp, x.dtype)
+    if route == "jit" and not jit.available:
+        raise ValueError(f"batch_norm: route 'jit' {jit.INSTALL_HINT}")
     if route != "reference" and not norm_rows.runs_on(xp, x.dtype):
         raise ValueError(f"batch_norm: route {route!r} runs on NumPy float32 and float64 "
                          f"arrays only, got {type(x).__module__} {x.dtype}")
     return route
+
+
+def _fast_module(route):
+    """The module of a fast route: norm_jit for "jit", norm_rows for the rows routes."""
+    return norm_jit if route == "jit" else norm_rows
 
 
 def _update_running(running_mean, running_var, mean, var, momentum, m):
@@ -148,7 +161,7 @@ class BatchNorm(Function):
             if ctx.route == "reference":
                 y, mean, var = reference_train_forward(xp, x, gamma, bias, eps)
             else:
-                y, mean, var, ctx.centred = norm_rows.train_forward(
+                y, mean, var, ctx.centred = _fast_module(ctx.route).train_forward(
                     x, gamma, bias, eps, always_centred=ctx.route == "rows-centred")
             inv_std = 1.0 / xp.sqrt(var + eps)
             _update_running(running_mean, running_var, mean, var, momentum, x.size // x.shape[1])
@@ -159,12 +172,13 @@ class BatchNorm(Function):
             shift = -running_mean * scale if bias is None else bias - running_mean * scale
             ctx.save(x, scale, inv_std, running_mean)
             y = x * _per_channel(scale, x) + _per_channel(shift, x) \
-                if ctx.route == "reference" else norm_rows.affine(x, scale, shift)
+                if ctx.route == "reference" else _fast_module(ctx.route).affine(x, scale, shift)
         return xp.ascontiguousarray(y)   # (the reference's follows x's layout)
 
     @staticmethod
     def backward(ctx, gy):
         xp, reference = ctx.xp, ctx.route == "reference"
+        routes = _fast_module(ctx.route)
         need_x, need_weight, need_bias = ctx.needs_input_grad
         if not reference:
             gy = xp.ascontiguousarray(gy)
@@ -174,18 +188,18 @@ class BatchNorm(Function):
                 dx, sum_dy, sum_dy_xc = reference_train_backward(gy, x, mean, gamma, inv_std,
                                                                  need_x)
             else:
-                sum_dy, sum_dy_xc = norm_rows.train_backward_sums(gy, x, mean, ctx.centred)
+                sum_dy, sum_dy_xc = routes.train_backward_sums(gy, x, mean, ctx.centred)
                 dx = None
                 if need_x:  # the reference's dx, computed block by block
                     k = dx_coefficients(gamma, inv_std, sum_dy, sum_dy_xc, x.size // x.shape[1])
-                    dx = norm_rows.train_dx(gy, x, mean, k, ctx.centred)
+                    dx = routes.train_dx(gy, x, mean, k, ctx.centred)
         else:  # dx = scale dy
             x, scale, inv_std, running_mean = ctx.saved
             dx = None
             if need_x:
                 dx = gy * _per_channel(scale, gy) if reference else \
-                    norm_rows.affine(gy, scale, None)
-            sum_dy, sum_dy_xc = (reference_eval_sums if reference else norm_rows.eval_sums)(
+                    routes.affine(gy, scale, None)
+            sum_dy, sum_dy_xc = (reference_eval_sums if reference else routes.eval_sums)(
                 gy, x, running_mean)
         dgamma = (sum_dy_xc * inv_std).astype(gy.dtype) if need_weight else None
         dbeta = sum_dy.astype(gy.dtype) if need_bias else None
