@@ -13,3 +13,10 @@ needs_jit = [pytest.mark.jit,
 def params(routes):
     """routes as parametrize values, the jit ones marked."""
     return [pytest.param(r, marks=needs_jit, id=r) if r in JIT_ROUTES else r for r in routes]
+
+
+def jit_test(test):
+    """Mark a whole test as one of the jit route's."""
+    for mark in needs_jit:
+        test = mark(test)
+    return test

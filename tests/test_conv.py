@@ -2,8 +2,9 @@
 every fast route against the reference, torch cross-checks, argument errors.
 
 Routes are forced with `tinyhw.ops.fast.use` (see tinyhw/ops/conv.py). With
-conv_chunk_bytes=1 the shifted routes take one image per chunk, so the small shapes that
-Hypothesis draws run through several chunks too.
+conv_chunk_bytes=1 the shifted and jit routes take one image per chunk, so the small shapes
+that Hypothesis draws run through several chunks too. The jit route's tests skip without
+Numba (tests/routes.py).
 """
 import numpy as np
 import pytest
@@ -14,10 +15,12 @@ import tinyhw
 from tinyhw.gradcheck import gradcheck
 from tinyhw.ops import conv, fast
 from tinyhw.ops.conv import conv1d, conv2d
-from tinyhw.ops.fast import flat_grid
+from tinyhw.ops.fast import flat_grid, jit
+from tests.routes import JIT_ROUTES, jit_test, needs_jit, params
 from tests.strategies import arrays, conv1d_geometry, conv2d_geometry
 
 FAST_ROUTES = [r for r in conv.ROUTES if r != "reference"]
+NUMPY_ROUTES = [r for r in FAST_ROUTES if r not in JIT_ROUTES]   # drawn by Hypothesis below
 TOLERANCE = {np.float64: 1e-11, np.float32: 1e-5}   # relative, to the result's largest entry
 
 
@@ -115,12 +118,12 @@ def test_conv1d_reference_gradcheck_and_loop(geometry, with_bias, data):
 # ---- every route equals the reference ---------------------------------------------------------
 
 @st.composite
-def route_case(draw, geometry):
-    """A geometry, a fast route that can run it, the dtype, which of (x, w, b) need a gradient
-    (b drawn as absent too), the chunk budget of the shifted routes, and the arrays."""
+def route_case(draw, geometry, routes=NUMPY_ROUTES):
+    """A geometry, one of `routes` that can run it, the dtype, which of (x, w, b) need a
+    gradient (b drawn as absent too), the chunk budget of the shifted routes, and the arrays."""
     g = draw(geometry)
-    routes = [r for r in FAST_ROUTES if r != "pointwise" or pointwise_applies(g["w_shape"],
-                                                                                g["padding"])]
+    routes = [r for r in routes if r != "pointwise" or pointwise_applies(g["w_shape"],
+                                                                           g["padding"])]
     dtype = draw(st.sampled_from([np.float64, np.float32]))
     with_bias = draw(st.booleans())
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(any))
@@ -154,6 +157,20 @@ def test_conv1d_routes_match_reference(case):
     check_route_against_reference(conv1d, case)
 
 
+@jit_test
+@given(route_case(st.one_of(conv2d_geometry(), conv2d_geometry(max_kernel=1, max_padding=0)),
+                  routes=JIT_ROUTES))
+def test_conv2d_jit_route_matches_reference(case):
+    check_route_against_reference(conv2d, case)
+
+
+@jit_test
+@given(route_case(st.one_of(conv1d_geometry(), conv1d_geometry(max_kernel=1, max_padding=0)),
+                  routes=JIT_ROUTES))
+def test_conv1d_jit_route_matches_reference(case):
+    check_route_against_reference(conv1d, case)
+
+
 # Fixed geometries that exercise every route (pointwise, also strided; shifted at stride 1 and
 # on the phases of a stride, including a kernel shorter than the stride, whose skipped phases
 # get no gradient), padding beyond kernel - 1 and asymmetric hyper-parameters.
@@ -170,7 +187,8 @@ GEOMETRIES = [
 
 
 @pytest.mark.parametrize("geometry, route", [
-    (g, r) for g in GEOMETRIES for r in conv.ROUTES
+    pytest.param(g, r, marks=needs_jit if r in JIT_ROUTES else ())
+    for g in GEOMETRIES for r in conv.ROUTES
     if r != "pointwise" or pointwise_applies(g["w_shape"], pair_of(g["padding"]))])
 def test_conv2d_routes_match_torch(geometry, route, rng):
     torch = pytest.importorskip("torch")
@@ -186,7 +204,7 @@ def test_conv2d_routes_match_torch(geometry, route, rng):
         np.testing.assert_allclose(a, ta, atol=1e-12)
 
 
-@pytest.mark.parametrize("route", ["shifted", "shifted-per-offset"])
+@pytest.mark.parametrize("route", params(["shifted", "shifted-per-offset", "jit"]))
 @pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False),
                                    (False, False, True)])
 def test_shifted_routes_in_chunks_match_reference(route, needs, rng, monkeypatch):
@@ -223,7 +241,7 @@ def test_default_chunks_match_reference(stride, padding, rng):
     assert 1 < grid.images < 5
     dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
     want = run(conv2d, "reference", x, w, None, stride, padding, dy)
-    for route in ("shifted", "shifted-per-offset"):
+    for route in ("shifted", "shifted-per-offset") + (JIT_ROUTES if jit.available else ()):
         assert_same(run(conv2d, route, x, w, None, stride, padding, dy), want, np.float64)
 
 
@@ -260,11 +278,20 @@ def test_chunk_size_follows_the_budget():
 # ---- which route runs ------------------------------------------------------------------------
 
 def test_choose_route():
+    compiled = "jit" if jit.available else "shifted"   # the compiled loops whenever Numba is there
     assert conv.choose_route((4, 3, 1, 1), (0, 0)) == "pointwise"
-    assert conv.choose_route((4, 3, 1, 1), (1, 1)) == "shifted"
-    assert conv.choose_route((16, 16, 3, 3), (1, 1)) == "shifted"
-    assert conv.choose_route((64, 64, 3, 3), (1, 1)) == "shifted"
-    assert conv.choose_route((64, 17, 1, 3), (0, 0)) == "shifted"
+    assert conv.choose_route((4, 3, 1, 1), (1, 1)) == compiled
+    assert conv.choose_route((16, 16, 3, 3), (1, 1)) == compiled
+    assert conv.choose_route((64, 64, 3, 3), (1, 1), np) == compiled
+    assert conv.choose_route((64, 17, 1, 3), (0, 0)) == compiled
+
+
+@pytest.mark.skipif(jit.available, reason="Numba is installed")
+def test_jit_route_without_numba_names_the_extra(rng):
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    with fast.use(conv2d="jit"), pytest.raises(
+            ValueError, match=r"conv2d: route 'jit' needs Numba: pip install -e \"\.\[fast\]\""):
+        conv2d(x, w)
 
 
 def test_use_forces_a_route_only_inside_its_block(rng):
@@ -285,7 +312,7 @@ def test_use_forces_a_route_only_inside_its_block(rng):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(conv3d="reference"), r"fast.use: unknown op 'conv3d'"),
     (dict(conv2d="winograd"), r"fast.use: conv2d has no route 'winograd'; its routes: "
-                              r"\('reference', 'pointwise', 'shifted', 'shifted-per-offset'\)"),
+                              r"\('reference', 'pointwise', 'shifted', 'shifted-per-offset', 'jit'\)"),
     (dict(default="shifted"), r"fast.use: 'shifted' is not a route of every op"),
     (dict(conv_chunk_bytes=0), r"fast.use: conv_chunk_bytes: expected a positive int, got 0"),
 ])
@@ -297,19 +324,19 @@ def test_use_rejects_unknown_routes(kwargs, message):
 
 # ---- dtypes, layouts, partial gradients, shared buffers ---------------------------------------
 
-def test_conv2d_float32_keeps_dtype_and_layout(rng):
+@pytest.mark.parametrize("route", params(conv.ROUTES))
+def test_conv2d_float32_keeps_dtype_and_layout(route, rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    for route in conv.ROUTES:
-        cases = [(w[:, :, :1, :1], 1, 0), (w[:, :, :1, :1], 2, 0)] if route == "pointwise" \
-            else [(w, 1, 1), (w, 2, 1), (w, 1, 0)]
-        for kernel, stride, padding in cases:
-            xt, wt = leaf(x), leaf(kernel)
-            with fast.use(conv2d=route):
-                y = conv2d(xt, wt, stride=stride, padding=padding)
-                y.backward(np.ones(y.shape, np.float32))
-            assert y.dtype == xt.grad.dtype == wt.grad.dtype == np.float32
-            assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
+    cases = [(w[:, :, :1, :1], 1, 0), (w[:, :, :1, :1], 2, 0)] if route == "pointwise" \
+        else [(w, 1, 1), (w, 2, 1), (w, 1, 0)]
+    for kernel, stride, padding in cases:
+        xt, wt = leaf(x), leaf(kernel)
+        with fast.use(conv2d=route):
+            y = conv2d(xt, wt, stride=stride, padding=padding)
+            y.backward(np.ones(y.shape, np.float32))
+        assert y.dtype == xt.grad.dtype == wt.grad.dtype == np.float32
+        assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
 
 
 @pytest.mark.parametrize("needs", [(True, False), (False, True)])

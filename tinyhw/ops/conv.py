@@ -35,17 +35,22 @@ docstring) unless `tinyhw.ops.fast.use(...)` forces one, e.g. `with fast.use("re
                       column stride 1 the column padding is folded into masks.
   shifted-per-offset  the same on padded columns, with dW as one GEMM per column shift; never
                       chosen (see choose_route), kept as the unfolded layout's route.
+  jit                 NumPy arrays with Numba installed (the `fast` extra): the shifted GEMMs,
+                      with the copies and adds around them compiled loops over the cores
+                      (fast/conv_jit.py).
 All compute the same sums, in different orders. conv1d is conv2d with H = 1 and runs on the
 same routes (forced with `fast.use(conv1d=...)`).
 """
 import functools
 
+import numpy as np
+
 from ..autograd import Function
 from . import fast
-from .fast import conv_pointwise, conv_shifted
+from .fast import conv_jit, conv_pointwise, conv_shifted, jit
 from .window import check_window_fits, conv_operands, hyper_pair, output_size
 
-ROUTES = ("reference", "pointwise", "shifted", "shifted-per-offset")
+ROUTES = ("reference", "pointwise", "shifted", "shifted-per-offset", "jit")
 fast.register("conv2d", ROUTES)
 fast.register("conv1d", ROUTES)
 
@@ -86,16 +91,17 @@ def reference_backward(ctx, gy):
 
 # ---- which route runs ------------------------------------------------------------------------
 
-def choose_route(w_shape, padding):
-    """The route a call takes when none is forced, from the kernel's shape (O, C, kh, kw) and
-    the padding pair: "pointwise" for a 1x1 kernel without padding, else "shifted".
-    The same on the CPU and the GPU; "reference" is never chosen for speed. ("shifted-per-offset"
-    was the rule's choice up to 16 input channels until "shifted" folded its column padding:
-    a resnet20 step is now ~10% faster on "shifted" with OpenBLAS's SkylakeX kernels, ~3%
-    slower with its Haswell ones; bench/NOTES.md.)"""
+def choose_route(w_shape, padding, xp=None):
+    """The route a call takes when none is forced, from the kernel's shape (O, C, kh, kw), the
+    padding pair and the array module (numpy when None): "pointwise" for a 1x1 kernel without
+    padding; else "jit" on NumPy when Numba is installed, else "shifted". "reference" is never
+    chosen for speed. ("shifted-per-offset" was the rule's choice up to 16 input channels
+    until "shifted" folded its column padding: a resnet20 step is now ~10% faster on
+    "shifted" with OpenBLAS's SkylakeX kernels, ~3% slower with its Haswell ones;
+    bench/NOTES.md.)"""
     if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0):
         return "pointwise"
-    return "shifted"
+    return "jit" if conv_jit.runs_on(np if xp is None else xp) else "shifted"
 
 
 # (forward, backward) per route. A forward returns (N, O, Ho, Wo) with the bias added; a
@@ -106,14 +112,18 @@ _ROUTE_FUNCTIONS = {
     "shifted": (functools.partial(conv_shifted.forward, per_offset=False), conv_shifted.backward),
     "shifted-per-offset": (functools.partial(conv_shifted.forward, per_offset=True),
                            conv_shifted.backward),
+    "jit": (conv_jit.forward, conv_jit.backward),
 }
 
 
-def _route(op, w_shape, padding):
-    route = fast.forced_route(op) or choose_route(w_shape, padding)
+def _route(op, w_shape, padding, xp):
+    route = fast.forced_route(op) or choose_route(w_shape, padding, xp)
     if route == "pointwise" and (w_shape[2:] != (1, 1) or padding != (0, 0)):
         raise ValueError(f"{op}: route 'pointwise' needs a 1x1 kernel without padding, got "
                          f"kernel {tuple(w_shape[2:])} with padding {tuple(padding)}")
+    if route == "jit" and not conv_jit.runs_on(xp):
+        raise ValueError(f"{op}: route 'jit' {jit.INSTALL_HINT}" if not jit.available else
+                         f"{op}: route 'jit' runs on NumPy arrays only, got {xp.__name__}")
     return _ROUTE_FUNCTIONS[route]
 
 
@@ -121,7 +131,7 @@ class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, op="conv2d"):
         ctx.stride, ctx.padding, ctx.x_shape = stride, padding, x.shape
-        route_forward, ctx.route_backward = _route(op, w.shape, padding)
+        route_forward, ctx.route_backward = _route(op, w.shape, padding, ctx.xp)
         return ctx.xp.ascontiguousarray(route_forward(ctx, x, w, b, stride, padding))
 
     @staticmethod

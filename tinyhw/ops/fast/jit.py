@@ -14,19 +14,36 @@ the order is fixed by the compiled code, not by the run.
 
 Threads: `set_threads(n)` (train/threads.py calls it beside the BLAS count) sets how many
 threads the parallel loops use in the calling thread; the default is the core count, or
-NUMBA_NUM_THREADS.
+NUMBA_NUM_THREADS. Two rules keep the threads of the compiled loops and of the BLAS from
+spinning against each other (measured: a conv whose loops and GEMMs alternated ran 8-30x
+slower than either alone, bench/NOTES.md):
+- Numba's OpenMP pool waits passively (OMP_WAIT_POLICY=PASSIVE unless set): an idle worker
+  sleeps at once instead of spinning on a core the BLAS needs;
+- GEMMs inside the compiled loops (np.dot, which Numba runs on SciPy's BLAS, a library apart
+  from NumPy's) run on one thread per caller (`prepare_blas`): each worker is already on its
+  own core.
+
+TINYHW_NO_JIT=1 hides Numba (the NumPy routes run, as without the extra).
 """
 import os
 
 try:
     if os.environ.get("TINYHW_NO_JIT", "") not in ("", "0"):
         raise ImportError("TINYHW_NO_JIT is set")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read when Numba starts its pool
     import numba
 except ImportError:   # the NumPy routes run instead
     numba = None
 
 available = numba is not None
 INSTALL_HINT = 'needs Numba: pip install -e ".[fast]" (or pip install numba)'
+
+
+def compiled(fn):
+    """fn compiled (a sequential loop, called from the parallel ones), or None without Numba."""
+    if numba is None:
+        return None
+    return numba.njit(cache=True, fastmath={"reassoc"}, nogil=True)(fn)
 
 
 def parallel(fn):
@@ -55,3 +72,25 @@ def set_threads(n):
     """Use n threads (at most Numba's pool size) in the parallel loops of this thread."""
     if numba is not None:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+        if _loop_blas is not None:   # a BLAS-wide limit may have raised it
+            _loop_blas.limit(limits=1)
+
+
+_loop_blas = None   # threadpoolctl's controller of the BLAS that np.dot calls in compiled loops
+
+
+def prepare_blas():
+    """Make the BLAS that compiled loops call (SciPy's, through scipy.linalg.cython_blas) run
+    each call on its caller's thread; once per process (and again in set_threads)."""
+    global _loop_blas
+    if _loop_blas is not None:
+        return
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+    from threadpoolctl import ThreadpoolController
+    package = os.path.dirname(os.path.abspath(scipy.__file__))
+    places = (package + os.sep, package + ".libs" + os.sep)   # wheels keep it in scipy.libs/
+    _loop_blas = ThreadpoolController().select(user_api="blas")
+    _loop_blas.lib_controllers = [lib for lib in _loop_blas.lib_controllers
+                                  if os.path.abspath(lib.filepath).startswith(places)]
+    _loop_blas.limit(limits=1)
