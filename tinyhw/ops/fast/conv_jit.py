@@ -79,19 +79,20 @@ def _fill_columns(x, first, sh, sw, ph, pw, kw, out):
                     dst[w] = 0
 
 
-def _sum_row_taps(z, first, bias, y):
-    """y[first + k, o, h, :] = bias[o] + sum_ii z[ii, o, k, h + ii, :], z (RT, O, m, Hq, Wo)."""
-    taps, o_count, m = z.shape[0], z.shape[1], z.shape[2]
+def _sum_row_taps(z, shifts, first, bias, y):
+    """y[first + k, o, h, :] = bias[o] + sum_b z[b, o, k, h + shifts[b], :] for z (B, O, m,
+    Hq, Wo): block b of Z holds the terms of one phase's row tap, shifts[b] = ii."""
+    blocks, o_count, m = z.shape[0], z.shape[1], z.shape[2]
     wo = y.shape[3]
     for k in range(m):
         for o in range(o_count):
             b = bias[o]
             for h in range(y.shape[2]):
-                out, src = y[first + k, o, h], z[0, o, k, h]
+                out = y[first + k, o, h]
                 for w in range(wo):
-                    out[w] = src[w] + b
-                for ii in range(1, taps):
-                    src = z[ii, o, k, h + ii]
+                    out[w] = b
+                for block in range(blocks):
+                    src = z[block, o, k, h + shifts[block]]
                     for w in range(wo):
                         out[w] += src[w]
 
@@ -214,8 +215,10 @@ def _columns(x, first, sh, sw, ph, pw, kw, out):
         _fill_columns(x, first, sh, sw, ph, pw, kw, out)
 
 
-def _forward_chunks(x, w_st, bias, sh, sw, ph, pw, kw, taps, hq, wo, m, workers, y):
-    n, o, x_rows = x.shape[0], y.shape[1], w_st.shape[1]
+def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, hq, wo, m, workers, y):
+    """y from x, w_phases[a] = Wst's block of phase a (its row taps ii: (taps_a O, kw C))."""
+    n, o, block_rows = x.shape[0], y.shape[1], w_phases[0].shape[1]
+    blocks, x_rows = len(shifts), len(w_phases) * block_rows
     chunks = (n + m - 1) // m
     for t in prange(workers):
         for chunk in range(t, chunks, workers):
@@ -223,31 +226,43 @@ def _forward_chunks(x, w_st, bias, sh, sw, ph, pw, kw, taps, hq, wo, m, workers,
             count = min(m, n - first)
             cols = np.empty((x_rows, count * hq * wo), dtype=x.dtype)
             _columns(x, first, sh, sw, ph, pw, kw, cols.reshape((x_rows, count, hq, wo)))
-            z = np.empty((taps * o, count * hq * wo), dtype=x.dtype)
-            np.dot(w_st, cols, z)
-            _sum_row_taps(z.reshape((taps, o, count, hq, wo)), first, bias, y)
+            z = np.empty((blocks * o, count * hq * wo), dtype=x.dtype)
+            row = 0
+            for a in range(len(w_phases)):   # one GEMM per phase: no zero blocks of Wst
+                taps = w_phases[a].shape[0]
+                np.dot(w_phases[a], cols[a * block_rows:(a + 1) * block_rows],
+                       z[row:row + taps])
+                row += taps
+            _sum_row_taps(z.reshape((blocks, o, count, hq, wo)), shifts, first, bias, y)
 
 
-def _backward_chunks(x, dy, w_st_t, sh, sw, ph, pw, kw, taps, hq, wo, m, workers,
+def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, hq, wo, m, workers,
                      dw_parts, dx):
-    """dW's part of every chunk into dw_parts (chunks, RT O, A kw C) (if it has chunks) and
-    dx (if it has images)."""
+    """dW's part of every chunk into dw_parts (chunks, A, RT O, kw C) (if it has chunks; rows
+    of taps a phase lacks are left alone) and dx (if it has images)."""
     n, o = dy.shape[0], dy.shape[1]
-    x_rows = w_st_t.shape[0]
+    block_rows = w_phases_t[0].shape[0]
+    x_rows = len(w_phases_t) * block_rows
+    row_taps = w_phases_t[0].shape[1] // o      # phase 0 has the most
     chunks = (n + m - 1) // m
     for t in prange(workers):
         for chunk in range(t, chunks, workers):
             first = chunk * m
             count = min(m, n - first)
-            shifts = np.empty((taps * o, count * hq * wo), dtype=dy.dtype)
-            _fill_row_shifts(dy, first, shifts.reshape((taps, o, count, hq, wo)))
+            gs = np.empty((row_taps * o, count * hq * wo), dtype=dy.dtype)
+            _fill_row_shifts(dy, first, gs.reshape((row_taps, o, count, hq, wo)))
             if dw_parts.shape[0]:
                 cols = np.empty((x_rows, count * hq * wo), dtype=dy.dtype)
                 _columns(x, first, sh, sw, ph, pw, kw, cols.reshape((x_rows, count, hq, wo)))
-                np.dot(shifts, cols.T, dw_parts[chunk])
+                for a in range(len(w_phases_t)):
+                    taps = w_phases_t[a].shape[1]
+                    np.dot(gs[:taps], cols[a * block_rows:(a + 1) * block_rows].T,
+                           dw_parts[chunk, a][:taps])
             if dx.shape[0]:
                 d = np.empty((x_rows, count * hq * wo), dtype=dy.dtype)
-                np.dot(w_st_t, shifts, d)
+                for a in range(len(w_phases_t)):
+                    taps = w_phases_t[a].shape[1]
+                    np.dot(w_phases_t[a], gs[:taps], d[a * block_rows:(a + 1) * block_rows])
                 d4 = d.reshape((x_rows, count, hq, wo))
                 if _same_columns(sh, sw, ph, pw, wo, dx.shape[3]):
                     _gather_inputs_same(d4, first, ph, pw, kw, dx)
@@ -271,45 +286,43 @@ _backward_chunks = jit.parallel(_backward_chunks)
 # ---- the route -------------------------------------------------------------------------------
 
 class _Geometry:
-    """Sizes of one call: phases A, row taps RT, rows Hq, outputs (Ho, Wo), X's rows, the
-    images per chunk and the threads that share the chunks."""
+    """Sizes of one call: phases A and their row taps, rows Hq, outputs (Ho, Wo), X's rows,
+    the images per chunk and the threads that share the chunks."""
 
     def __init__(self, x_shape, w_shape, stride, padding, itemsize):
         (n, c, h, wd), (o, _, kh, kw) = x_shape, w_shape
         (sh, sw), (ph, pw) = stride, padding
         self.stride_rows = sh
         self.ho, self.wo = output_size(h, kh, sh, ph), output_size(wd, kw, sw, pw)
-        self.phases, self.taps = min(sh, kh), -(-kh // sh)
+        # phase a serves kernel rows a, a + s_h, ...: its row taps ii with s_h ii + a < kh
+        self.tap_counts = [(kh - 1 - a) // sh + 1 for a in range(min(sh, kh))]
+        self.taps = self.tap_counts[0]
         self.hq = self.ho + self.taps - 1
-        self.x_rows = self.phases * kw * c
-        per_image = max(self.x_rows, self.taps * o) * self.hq * self.wo * itemsize
+        self.x_rows = len(self.tap_counts) * kw * c
+        self.shifts = np.array([ii for t in self.tap_counts for ii in range(t)], dtype=np.int64)
+        per_image = max(self.x_rows, len(self.shifts) * o) * self.hq * self.wo * itemsize
         self.workers = jit.threads()
         # every worker gets a chunk, if there are images enough
         self.images = min(flat_grid.images_per_chunk(n, per_image), -(-n // self.workers))
         self.chunks = -(-n // self.images)
         self.workers = min(self.workers, self.chunks)
-        self.sizes = (*stride, *padding, kw, self.taps, self.hq, self.wo, self.images,
-                      self.workers)
+        self.sizes = (*stride, *padding, kw, self.hq, self.wo, self.images, self.workers)
 
-    def stacked_weights(self, w):
-        """Wst (RT O, A kw C)."""
-        (o, c, kh, kw), sh = w.shape, self.stride_rows
-        w_st = np.zeros((self.taps, o, self.phases, kw, c), dtype=w.dtype)
-        for ii in range(self.taps):
-            for a in range(self.phases):
-                if sh * ii + a < kh:
-                    w_st[ii, :, a] = w[:, :, sh * ii + a, :].transpose(0, 2, 1)
-        return w_st.reshape(self.taps * o, -1)
+    def phase_weights(self, w):
+        """Wst's block of each phase a: (taps_a O, kw C), [(ii, o), (j, c)] = W[o, c, s_h ii + a, j]."""
+        (o, c, _, kw), sh = w.shape, self.stride_rows
+        return tuple(np.ascontiguousarray(
+            w[:, :, a::sh][:, :, :taps].transpose(2, 0, 3, 1).reshape(taps * o, kw * c))
+            for a, taps in enumerate(self.tap_counts))
 
-    def weight_gradient(self, dw_st, w_shape):
-        """dW (O, C, kh, kw) from dWst (RT O, A kw C)."""
-        (o, c, kh, kw), sh = w_shape, self.stride_rows
-        dw_st = dw_st.reshape(self.taps, o, self.phases, kw, c)
-        dw = np.empty(w_shape, dtype=dw_st.dtype)
-        for ii in range(self.taps):
-            for a in range(self.phases):
-                if sh * ii + a < kh:
-                    dw[:, :, sh * ii + a, :] = dw_st[ii, :, a].transpose(0, 2, 1)
+    def weight_gradient(self, parts, w_shape):
+        """dW (O, C, kh, kw) from the sum of dw_parts: (A, RT O, kw C), phase a's block in its
+        first taps_a O rows."""
+        (o, c, _, kw), sh = w_shape, self.stride_rows
+        dw = np.empty(w_shape, dtype=parts.dtype)
+        for a, taps in enumerate(self.tap_counts):
+            dw[:, :, a::sh][:, :, :taps] = \
+                parts[a, :taps * o].reshape(taps, o, kw, c).transpose(1, 3, 0, 2)
         return dw
 
 
@@ -320,7 +333,7 @@ def forward(ctx, x, w, b, stride, padding):
     o = w.shape[0]
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((x.shape[0], o, g.ho, g.wo), dtype=x.dtype)
-    _forward_chunks(x, g.stacked_weights(w), bias, *g.sizes, y)
+    _forward_chunks(x, g.phase_weights(w), g.shifts, bias, *g.sizes, y)
     ctx.save(x if ctx.needs_input_grad[1] else None, w)
     return y
 
@@ -330,13 +343,13 @@ def backward(ctx, gy):
     need_dx, need_dw, _ = ctx.needs_input_grad
     jit.prepare_blas()
     gy = np.ascontiguousarray(gy)
-    rows = (g.taps * w.shape[0], g.x_rows)
     # empty stand-ins for what is not needed (the compiled loop checks their sizes)
     dx = np.empty(ctx.x_shape if need_dx else (0, 1, 1, 1), dtype=gy.dtype)
-    dw_parts = np.empty((g.chunks if need_dw else 0, *rows), dtype=gy.dtype)
+    dw_parts = np.zeros((g.chunks if need_dw else 0, len(g.tap_counts), g.taps * w.shape[0],
+                         w.shape[3] * w.shape[1]), dtype=gy.dtype)
     if x is None:
         x = np.empty((0, 1, 1, 1), dtype=gy.dtype)
-    _backward_chunks(x, gy, np.ascontiguousarray(g.stacked_weights(w).T), *g.sizes, dw_parts,
-                     dx)
+    w_phases_t = tuple(np.ascontiguousarray(p.T) for p in g.phase_weights(w))
+    _backward_chunks(x, gy, w_phases_t, *g.sizes, dw_parts, dx)
     dw = g.weight_gradient(dw_parts.sum(axis=0), w.shape) if need_dw else None
     return (dx if need_dx else None), dw, None
