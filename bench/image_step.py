@@ -31,6 +31,7 @@ import tinyhw.functional as F  # noqa: E402
 from nets import ARCHS, count_parameters  # noqa: E402
 from tinyhw import optim  # noqa: E402
 from tinyhw.backend import keep_freed_memory, to_device  # noqa: E402
+from tinyhw.ops.fast import jit  # noqa: E402
 from timing import (Gemm, Report, add_out_argument, gemm_span,  # noqa: E402  (bench/timing.py,
                     import_torch, run_case)                      # beside this file)
 from train import threads  # noqa: E402
@@ -74,11 +75,17 @@ def our_step(arch, batch, size, device):
 
 
 def on_blas_threads(step, n):
-    """`step` run on n BLAS threads, the count restored after it (threadpoolctl's limit on
-    train.threads' kept controller, a few us)."""
+    """`step` run on n BLAS threads (and n threads in the jit routes' compiled loops), the
+    counts restored after it (threadpoolctl's limit on train.threads' kept controller, a few
+    us)."""
     def run():
-        with threads.controller().limit(limits=n, user_api="blas"):
-            step()
+        loops = jit.threads()
+        try:
+            with threads.controller().limit(limits=n, user_api="blas"):
+                jit.set_threads(n)
+                step()
+        finally:
+            jit.set_threads(loops)
     return run
 
 

@@ -134,6 +134,16 @@ def blas_kernel():
                                                   if forced else "")
 
 
+def routes_line():
+    """Which CPU routes conv2d and batch_norm take: the jit routes (with Numba's version and
+    thread count) or, without Numba, the NumPy ones."""
+    from tinyhw.ops.fast import jit
+    if not jit.available:
+        return "no Numba: conv2d and batch_norm on their NumPy routes"
+    return (f"Numba {jit.numba.__version__}: conv2d and batch_norm on their jit routes, "
+            f"{jit.threads()} threads")
+
+
 def gemm_span(rates):
     """'61' or '58-63': the range of the GEMM rates measured during one row."""
     if not rates:
@@ -190,10 +200,12 @@ def command_line():
 
 class Report:
     """Print lines; with a `path`, also write them there, under a header with the command
-    line, the date and the host (written as they come: a run cut short keeps its rows)."""
+    line, the date, the host and the routes of conv2d and batch_norm (written as they come: a
+    run cut short keeps its rows)."""
 
     def __init__(self, path=None):
         self.file = None
+        print(f"# {routes_line()}", flush=True)
         if path:
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
@@ -201,7 +213,7 @@ class Report:
             self.file = open(path, "w")
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             self.file.write(f"$ {command_line()}\n# {stamp}, {platform.node()}, "
-                            f"{os.cpu_count()} CPUs, numpy {np.__version__}\n")
+                            f"{os.cpu_count()} CPUs, numpy {np.__version__}; {routes_line()}\n")
 
     def __call__(self, text=""):
         print(text, flush=True)

@@ -4,6 +4,9 @@ import argparse
 
 import pytest
 
+from tinyhw.ops.fast import jit
+from tests.routes import jit_test
+
 from tests.test_runs import _run, corpus_dir  # noqa: F401  (the fixture)
 from train import threads
 from train.threads import (PROBE, RETEST_SECONDS, RETEST_STEPS, SLOW_STEPS, WARMUP,
@@ -199,6 +202,24 @@ def test_switching_through_threadpoolctl_sets_the_count():
     try:
         threads.set_blas_count(1)
         assert threads.blas_count() == 1
+    finally:
+        threads.set_blas_count(before)
+
+
+@jit_test
+def test_the_count_reaches_the_compiled_loops_and_spares_their_blas():
+    """The jit routes' loops take the BLAS's count; the BLAS they call inside (SciPy's) stays
+    on one thread per caller, even after a BLAS-wide limit that includes it."""
+    from threadpoolctl import ThreadpoolController
+    jit.prepare_blas()
+    before = threads.blas_count()
+    try:
+        for n in (1, 2):
+            ThreadpoolController().limit(limits=2, user_api="blas")   # SciPy's included
+            threads.set_blas_count(n)
+            assert jit.threads() == min(n, jit.numba.config.NUMBA_NUM_THREADS)
+            assert {lib.num_threads for lib in jit._loop_blas.lib_controllers} == {1}
+            assert jit._loop_blas.lib_controllers   # SciPy's BLAS was found
     finally:
         threads.set_blas_count(before)
 

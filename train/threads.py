@@ -30,10 +30,16 @@ comes and goes, so the training loops let `BlasThreads` pick, through threadpool
 A switch is `ThreadpoolController.limit` on a controller kept for the whole run (a few
 microseconds; `threadpool_limits` would rescan the loaded libraries, ~0.2 ms), made only when
 the count changes. The chosen count shows in the progress bar (`blas=1`) when it adapts.
+The same count goes to the compiled loops of the jit routes (Numba's threads, when the `fast`
+extra is installed): they take the place of the BLAS's threads in conv2d and batch_norm and
+lose a busy core the same way. Left alone (an environment variable set), those follow
+NUMBA_NUM_THREADS.
 """
 import os
 import statistics
 import time
+
+from tinyhw.ops.fast import jit
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 WARMUP = 2            # first steps not measured (allocation, caches)
@@ -64,7 +70,11 @@ def blas_count():
 
 
 def set_blas_count(n):
+    """n threads for the BLAS and for the engine's compiled loops (tinyhw/ops/fast/jit.py):
+    both share the same cores, and the conv and batch-norm routes that use them run one
+    after the other."""
     controller().limit(limits=n, user_api="blas")
+    jit.set_threads(n)
 
 
 def parse_flag(text):
