@@ -22,7 +22,9 @@ ENTRY_POINTS = {"train.lm", "train.image", "train.analyze", "train.report", "tra
 # `import cupy`) by distributed._import_nccl only for several ranks on GPUs.
 LAZY_IMPORTS = {("tinyhw/backend.py", "_import_cupy"): {"cupy", "cupyx"},
                 ("tinyhw/distributed.py", "_import_mpi"): {"mpi4py"},
-                ("tinyhw/distributed.py", "_import_nccl"): {"cupy"}}
+                ("tinyhw/distributed.py", "_import_nccl"): {"cupy"},
+                ("tinyhw/ops/fast/jit.py", "_import_numba"): {"numba"},   # the fast extra
+                ("tinyhw/ops/fast/jit.py", "prepare_blas"): {"scipy"}}
 
 
 def _files(package):

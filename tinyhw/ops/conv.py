@@ -93,15 +93,19 @@ def reference_backward(ctx, gy):
 
 def choose_route(w_shape, padding, xp=None):
     """The route a call takes when none is forced, from the kernel's shape (O, C, kh, kw), the
-    padding pair and the array module (numpy when None): "pointwise" for a 1x1 kernel without
-    padding; else "jit" on NumPy when Numba is installed, else "shifted". "reference" is never
+    padding pair and the array module (numpy when None): "jit" on NumPy when Numba is installed
+    (every kernel: its 1x1 case keeps every GEMM of a conv net inside the compiled loops, whose
+    threads must not alternate with the BLAS's, fast/jit.py); else "pointwise" for a 1x1 kernel
+    without padding, and "shifted" for the others. "reference" is never
     chosen for speed. ("shifted-per-offset" was the rule's choice up to 16 input channels
     until "shifted" folded its column padding: a resnet20 step is now ~10% faster on
     "shifted" with OpenBLAS's SkylakeX kernels, ~3% slower with its Haswell ones;
     bench/NOTES.md.)"""
+    if conv_jit.runs_on(np if xp is None else xp):
+        return "jit"
     if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0):
         return "pointwise"
-    return "jit" if conv_jit.runs_on(np if xp is None else xp) else "shifted"
+    return "shifted"
 
 
 # (forward, backward) per route. A forward returns (N, O, Ho, Wo) with the bias added; a

@@ -1,6 +1,7 @@
 """conv2d's "jit" route: the shifted route's GEMMs, with every copy and add around them one
 compiled loop split over the cores (jit.py; NumPy arrays, Numba installed). Any kernel,
-stride and padding. See ops/conv.py for the formulas.
+stride and padding; a 1x1 kernel without padding goes to conv_jit_pointwise.py. See
+ops/conv.py for the formulas.
 
 Layout, per chunk of m images (sized to stay in cache, as the shifted route's chunks). Split
 the rows of the padded input by their phase modulo the row stride, a = r mod s_h (only the
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import jit
 from .buffers import work_buffer
-from . import flat_grid
+from . import conv_jit_pointwise, flat_grid
 from .jit import prange
 from ..window import output_size
 
@@ -301,11 +302,10 @@ class _Geometry:
         self.x_rows = len(self.tap_counts) * kw * c
         self.shifts = np.array([ii for t in self.tap_counts for ii in range(t)], dtype=np.int64)
         per_image = max(self.x_rows, len(self.shifts) * o) * self.hq * self.wo * itemsize
-        self.workers = jit.threads()
-        # every worker gets a chunk, if there are images enough
-        self.images = min(flat_grid.images_per_chunk(n, per_image), -(-n // self.workers))
+        # The chunks do not depend on the thread count, nor then does dW's order of sums.
+        self.images = flat_grid.images_per_chunk(n, per_image)
         self.chunks = -(-n // self.images)
-        self.workers = min(self.workers, self.chunks)
+        self.workers = min(jit.threads(), self.chunks)
         self.sizes = (*stride, *padding, kw, self.hq, self.wo, self.images, self.workers)
 
     def phase_weights(self, w):
@@ -326,10 +326,16 @@ class _Geometry:
         return dw
 
 
+def _pointwise(w_shape, padding):
+    return tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0)
+
+
 def forward(ctx, x, w, b, stride, padding):
+    jit.prepare_blas()
+    if _pointwise(w.shape, padding):
+        return conv_jit_pointwise.forward(ctx, x, w, b, stride)
     x = np.ascontiguousarray(x)
     g = ctx.jit_geometry = _Geometry(x.shape, w.shape, stride, padding, x.itemsize)
-    jit.prepare_blas()
     o = w.shape[0]
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((x.shape[0], o, g.ho, g.wo), dtype=x.dtype)
@@ -339,9 +345,11 @@ def forward(ctx, x, w, b, stride, padding):
 
 
 def backward(ctx, gy):
+    jit.prepare_blas()
+    if _pointwise(ctx.saved[1].shape, ctx.padding):
+        return conv_jit_pointwise.backward(ctx, gy)
     (x, w), g = ctx.saved, ctx.jit_geometry
     need_dx, need_dw, _ = ctx.needs_input_grad
-    jit.prepare_blas()
     gy = np.ascontiguousarray(gy)
     # empty stand-ins for what is not needed (the compiled loop checks their sizes)
     dx = np.empty(ctx.x_shape if need_dx else (0, 1, 1, 1), dtype=gy.dtype)

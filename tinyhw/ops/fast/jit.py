@@ -14,27 +14,32 @@ the order is fixed by the compiled code, not by the run.
 
 Threads: `set_threads(n)` (train/threads.py calls it beside the BLAS count) sets how many
 threads the parallel loops use in the calling thread; the default is the core count, or
-NUMBA_NUM_THREADS. Two rules keep the threads of the compiled loops and of the BLAS from
-spinning against each other (measured: a conv whose loops and GEMMs alternated ran 8-30x
-slower than either alone, bench/NOTES.md):
-- Numba's OpenMP pool waits passively (OMP_WAIT_POLICY=PASSIVE unless set): an idle worker
-  sleeps at once instead of spinning on a core the BLAS needs;
-- GEMMs inside the compiled loops (np.dot, which Numba runs on SciPy's BLAS, a library apart
-  from NumPy's) run on one thread per caller (`prepare_blas`): each worker is already on its
-  own core.
+NUMBA_NUM_THREADS. The threads of the compiled loops and those of a multi-threaded BLAS must
+not alternate: OpenBLAS's idle threads spin for ~0.1 s after each call, on the cores the loops
+need (measured: a conv whose compiled copies and 2-thread NumPy GEMMs alternated ran 8-30x
+slower than either alone, bench/NOTES.md). So every GEMM of a jit route runs inside its
+compiled loop (np.dot, which Numba runs on SciPy's BLAS, a library apart from NumPy's), on one
+thread per caller (`prepare_blas`): each worker is already on its own core.
 
 TINYHW_NO_JIT=1 hides Numba (the NumPy routes run, as without the extra).
 """
 import os
 
-try:
-    if os.environ.get("TINYHW_NO_JIT", "") not in ("", "0"):
-        raise ImportError("TINYHW_NO_JIT is set")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read when Numba starts its pool
-    import numba
-except ImportError:   # the NumPy routes run instead
-    numba = None
+from threadpoolctl import ThreadpoolController
 
+
+def _import_numba():
+    """numba, or None when it is not installed or TINYHW_NO_JIT is set (the NumPy routes run)."""
+    if os.environ.get("TINYHW_NO_JIT", "") not in ("", "0"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+numba = _import_numba()
 available = numba is not None
 INSTALL_HINT = 'needs Numba: pip install -e ".[fast]" (or pip install numba)'
 
@@ -87,7 +92,6 @@ def prepare_blas():
         return
     import scipy
     import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
-    from threadpoolctl import ThreadpoolController
     package = os.path.dirname(os.path.abspath(scipy.__file__))
     places = (package + os.sep, package + ".libs" + os.sep)   # wheels keep it in scipy.libs/
     _loop_blas = ThreadpoolController().select(user_api="blas")
