@@ -462,3 +462,26 @@ def test_conv1d_accepts_one_tuples(rng):
     x, w = rng.standard_normal((2, 3, 7)), rng.standard_normal((4, 3, 3))
     np.testing.assert_array_equal(conv1d(x, w, stride=(2,), padding=(1,)).numpy(),
                                   conv1d(x, w, stride=2, padding=1).numpy())
+
+
+@jit_test
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)])
+def test_jit_route_is_the_same_on_any_thread_count(kernel, stride, padding, rng):
+    """The chunks, and so every sum's order, do not depend on the thread count: bit for bit the
+    same output and gradients on 1 and 2 threads (a run's adaptive thread rule must not change
+    its numbers). The default budget holds all 7 images in one chunk: cut by the thread count,
+    two threads would sum dW over two chunks."""
+    x = rng.standard_normal((7, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
+    before = jit.threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            jit.set_threads(threads)
+            results.append(run(conv2d, "jit", x, w, b, stride, padding, dy.astype(np.float32)))
+    finally:
+        jit.set_threads(before)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)

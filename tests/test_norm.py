@@ -17,7 +17,7 @@ from tinyhw.gradcheck import gradcheck
 from tinyhw.ops import fast, norm
 from tinyhw.ops.fast import jit, norm_rows
 from tinyhw.ops.norm import batch_norm
-from tests.routes import params
+from tests.routes import jit_test, params
 from tests.strategies import arrays, batch_norm_shapes
 
 EPS = 1e-5
@@ -261,6 +261,25 @@ def test_non_contiguous_input_and_gradient(rng, route):
     dx_ref = closed_form_grads(x, dy[:, :, :, ::2], None, True)[0]
     np.testing.assert_allclose(xt.grad, dx_ref, rtol=1e-9, atol=1e-10)
     assert y.data.flags.c_contiguous and xt.grad.flags.c_contiguous
+
+
+@jit_test
+def test_jit_route_is_the_same_on_any_thread_count(rng):
+    """Each channel's sums run in one thread: bit for bit the same on 1 and 2 threads."""
+    case = dict(x=rng.normal(size=(6, 5, 7, 3)).astype(np.float32), w=None, b=None,
+                rm=np.zeros(5, np.float32), rv=np.ones(5, np.float32), training=True)
+    dy = rng.normal(size=case["x"].shape).astype(np.float32)
+    before = jit.threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            jit.set_threads(threads)
+            results.append(run("jit", case, dy, needs=(True, False, False)))
+    finally:
+        jit.set_threads(before)
+    for one, two in zip(*results):
+        if one is not None:
+            np.testing.assert_array_equal(one, two)
 
 
 @pytest.mark.parametrize("route", params(["rows", "jit"]))

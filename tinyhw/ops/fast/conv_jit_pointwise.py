@@ -82,7 +82,7 @@ def forward(ctx, x, w, b, stride):
     x = np.ascontiguousarray(x)
     (n, c, h, wd), o, (sh, sw) = x.shape, w.shape[0], stride
     ho, wo = (h - 1) // sh + 1, (wd - 1) // sw + 1
-    ctx.jit_images = flat_grid.images_per_chunk(n, max(c, o) * ho * wo * x.itemsize)
+    ctx.jit_images = flat_grid.even_chunks(n, max(c, o) * ho * wo * x.itemsize)[0]
     y = np.empty((n, o, ho, wo), dtype=x.dtype)
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     _forward(x, np.ascontiguousarray(w.reshape(o, c)), bias, sh, sw, min(jit.threads(), n), y)

@@ -30,6 +30,15 @@ def images_per_chunk(n, bytes_per_image):
     return max(1, min(n, size("conv_chunk_bytes", CHUNK_BYTES) // bytes_per_image))
 
 
+def even_chunks(n, bytes_per_image):
+    """(images per chunk, chunks) for the jit routes: as few chunks as the budget allows
+    (images_per_chunk), as even as they can be, so that the workers' shares differ by whole
+    chunks only; neither depends on the thread count (nor then does the order of sums)."""
+    chunks = -(-n // images_per_chunk(n, bytes_per_image))
+    images = -(-n // chunks)
+    return images, -(-n // images)
+
+
 def can_fold(kw, sw, pw):
     """Whether FlatGrid can fold the column padding (kernel width kw, column stride sw,
     padding pw): stride 1 and no output column beyond the input's (Wo <= W)."""

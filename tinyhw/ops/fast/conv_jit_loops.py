@@ -1,0 +1,184 @@
+"""The sequential loops of conv2d's jit route (conv_jit.py), one chunk of m images at a time:
+the copies that build X and Gs, the sums that finish y from Z and dx from D.
+
+Every array here is a chunk's flat layout: rows of X or Z or D, each R Wo cells long, with
+image k's Hq rows starting at row k P (P, the pitch, <= Hq: at stride 1 consecutive images
+share their ph zero rows of padding, so fewer garbage rows enter the GEMMs). Indices are
+taken on views that start at the first cell they touch, so that they count up from 0: the
+compiler then drops its negative-index checks and vectorises the inner loops.
+"""
+from . import jit
+
+
+def _copy(dst, src, count):
+    for t in range(count):
+        dst[t] = src[t]
+
+
+def _zero(dst, count):
+    for t in range(count):
+        dst[t] = 0
+
+
+def fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
+    """out (A kw C, R Wo): X[(a, j, c), (k P + u) Wo + w] = xpad[first + k, c, s_h u + a,
+    s_w w + j] for u < Hq, w < Wo (any stride)."""
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    for row in range(out.shape[0]):
+        ch, aj = row % c, row // c
+        a, j = aj // kw, aj % kw
+        w_lo = max(0, -((j - pw) // sw))                          # first w with a column >= 0
+        w_hi = max(w_lo, min(wo, (wd - 1 - (j - pw)) // sw + 1))  # past the last < W
+        for k in range(m):
+            for u in range(hq):
+                dst = out[row, ((k * pitch + u) * wo):]
+                r = sh * u + a - ph
+                if r < 0 or r >= h:
+                    _zero(dst, wo)
+                    continue
+                _zero(dst, w_lo)
+                start = sw * w_lo + j - pw
+                if sw == 1:
+                    _copy(dst[w_lo:], x[first + k, ch, r, start:], w_hi - w_lo)
+                else:
+                    _copy(dst[w_lo:], x[first + k, ch, r, start::sw], w_hi - w_lo)
+                _zero(dst[w_hi:], wo - w_hi)
+
+
+def same_columns(sh, sw, ph, pw, wo, wd):
+    """Whether the plane copies and sums below apply: stride 1 with Wo = W (2 pw = kw - 1) and
+    a padding row where pw > 0 (the sums' reads past a plane's ends then stay inside it)."""
+    return sh == 1 and sw == 1 and wo == wd and (pw == 0 or ph >= 1)
+
+
+# Under same_columns a row of X is the input plane shifted by (j - pw) - ph W cells, so one
+# long copy per plane builds it (and one long sum per plane gives dx); then the cells that
+# wrapped onto a neighbouring row are fixed: the columns w with w + j - pw outside [0, W),
+# zeroed in X after the copy and in D before the sum (no input reads them there).
+
+def zero_wrapped(cells, rows, wo, shift):
+    """Zero the columns w with w + shift outside [0, Wo) of `rows` rows of Wo cells."""
+    for u in range(rows):
+        line = cells[u * wo:]
+        _zero(line, max(0, -shift))
+        for w in range(min(wo, wo - shift), wo):
+            line[w] = 0
+
+
+def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, out):
+    """fill_columns under same_columns."""
+    c, h = x.shape[1], x.shape[2]
+    for row in range(out.shape[0]):
+        ch, j = row % c, row // c
+        shift = j - pw - ph * wo                  # X cell t copies input cell t + shift
+        lo, hi = max(0, -shift), min(hq * wo, h * wo - shift)
+        for k in range(m):
+            dst = out[row, k * pitch * wo:]
+            _zero(dst, lo)
+            _copy(dst[lo:], x[first + k, ch].reshape(h * wo)[lo + shift:], hi - lo)
+            _zero(dst[hi:], hq * wo - hi)
+            zero_wrapped(dst, hq, wo, j - pw)
+
+
+def sum_row_taps(z, shifts, first, m, pitch, bias, y):
+    """y[first + k, o, h, :] = bias[o] + sum_b z[b, o, (k P + h + shifts[b]) Wo + :Wo] for z
+    (B, O, R Wo): block b holds one phase's row tap ii = shifts[b]."""
+    ho, wo = y.shape[2], y.shape[3]
+    for k in range(m):
+        for o in range(y.shape[1]):
+            b = bias[o]
+            for h in range(ho):
+                out = y[first + k, o, h]
+                for w in range(wo):
+                    out[w] = b
+                for block in range(z.shape[0]):
+                    src = z[block, o, (k * pitch + h + shifts[block]) * wo:]
+                    for w in range(wo):
+                        out[w] += src[w]
+
+
+def fill_row_shifts(dy, first, m, pitch, out):
+    """out (RT, O, R Wo): out[ii, o, (k P + h + ii) Wo + :Wo] = dy[first + k, o, h], zero
+    elsewhere (with P >= Ho each cell has at most one such (k, h))."""
+    ho, wo = dy.shape[2], dy.shape[3]
+    for ii in range(out.shape[0]):
+        for o in range(out.shape[1]):
+            line = out[ii, o]
+            _zero(line, line.shape[0])
+            for k in range(m):
+                for h in range(ho):
+                    _copy(line[(k * pitch + h + ii) * wo:], dy[first + k, o, h], wo)
+
+
+def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
+    """dx[first + k, c, r - ph, col - pw] = sum over j with col = s_w w + j of
+    d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride)."""
+    c, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
+    phases = d.shape[0] // (kw * c)
+    for k in range(m):
+        for ch in range(c):
+            for yy in range(h):
+                out = dx[first + k, ch, yy]
+                _zero(out, wd)
+                a, u = (yy + ph) % sh, (yy + ph) // sh
+                if a >= phases or u >= hq:   # a row no kernel offset reads
+                    continue
+                for j in range(kw):
+                    w_lo = max(0, -((j - pw) // sw))
+                    w_hi = min(wo, (wd - 1 - (j - pw)) // sw + 1)
+                    if w_lo >= w_hi:
+                        continue
+                    src = d[(a * kw + j) * c + ch, (k * pitch + u) * wo + w_lo:]
+                    start = sw * w_lo + j - pw
+                    if sw == 1:
+                        part = out[start:]
+                        for w in range(w_hi - w_lo):
+                            part[w] += src[w]
+                    else:
+                        strided = out[start::sw]
+                        for w in range(w_hi - w_lo):
+                            strided[w] += src[w]
+
+
+def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, dx):
+    """gather_inputs under same_columns (d's wrapped columns are zeroed here)."""
+    c, h = dx.shape[1], dx.shape[2]
+    for k in range(m):
+        for ch in range(c):
+            out = dx[first + k, ch].reshape(h * wo)
+            for j in range(kw):
+                cells = d[j * c + ch, k * pitch * wo:]
+                zero_wrapped(cells, hq, wo, j - pw)
+                src = cells[ph * wo + pw - j:]
+                if j == 0:
+                    _copy(out, src, h * wo)
+                else:
+                    for t in range(h * wo):
+                        out[t] += src[t]
+
+
+def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
+    """fill_columns, by the plane copies where they apply."""
+    if same_columns(sh, sw, ph, pw, wo, x.shape[3]):
+        fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, out)
+    else:
+        fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out)
+
+
+def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
+    """gather_inputs, by the plane sums where they apply."""
+    if same_columns(sh, sw, ph, pw, wo, dx.shape[3]):
+        gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, dx)
+    else:
+        gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx)
+
+
+# compiled in dependency order (a loop is compiled on its first call, resolving the names it
+# calls then)
+_copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
+fill_columns, same_columns = jit.compiled(fill_columns), jit.compiled(same_columns)
+zero_wrapped, fill_columns_same = jit.compiled(zero_wrapped), jit.compiled(fill_columns_same)
+sum_row_taps, fill_row_shifts = jit.compiled(sum_row_taps), jit.compiled(fill_row_shifts)
+gather_inputs = jit.compiled(gather_inputs)
+gather_inputs_same = jit.compiled(gather_inputs_same)
+columns, inputs = jit.compiled(columns), jit.compiled(inputs)
