@@ -8,9 +8,10 @@ implementation that follows it line by line. The files here compute the same for
                    shifted,             conv_shifted.py, flat_grid.py: GEMMs on a few contiguous
                    shifted-per-offset   shifts of the flat padded input instead of im2col, in
                                         chunks of images that fit in L2
-                   jit                  conv_jit.py: the shifted GEMMs with the copies and adds
-                                        as compiled loops, the chunks of a batch split between
-                                        the cores (Numba, the `fast` extra; jit.py)
+                   jit                  conv_jit.py (+ conv_jit_loops.py, conv_jit_pointwise.py):
+                                        the shifted GEMMs with the copies and adds as compiled
+                                        loops, the chunks of a batch split between the cores
+                                        (Numba, the `fast` extra; jit.py)
   batch_norm       rows, rows-centred   norm_rows.py: contiguous (N, C L) rows, one-pass
                                         statistics, block by block in L2
                    jit                  norm_jit.py: two-pass statistics per channel and one
