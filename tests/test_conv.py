@@ -290,7 +290,7 @@ def test_choose_route():
 def test_jit_route_without_numba_names_the_extra(rng):
     x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
     with fast.use(conv2d="jit"), pytest.raises(
-            ValueError, match=r"conv2d: route 'jit' needs Numba: pip install -e \"\.\[fast\]\""):
+            ValueError, match=r"conv2d: route 'jit' needs Numba and SciPy: pip install -e \"\.\[fast\]\""):
         conv2d(x, w)
 
 

@@ -219,7 +219,7 @@ def test_fast_routes_refuse_float16(route):
 def test_jit_route_without_numba_names_the_extra():
     x = tinyhw.Tensor(np.ones((4, 3)))
     with fast.use(batch_norm="jit"), pytest.raises(
-            ValueError, match=r"batch_norm: route 'jit' needs Numba: pip install -e \"\.\[fast\]\""):
+            ValueError, match=r"batch_norm: route 'jit' needs Numba and SciPy: pip install -e \"\.\[fast\]\""):
         batch_norm(x, None, None, training=True)
 
 

@@ -7,9 +7,10 @@ can fuse a chain of passes into one (batch norm's centring, scaling and shifting
 its outer loop over the cores (`prange`). The loops compute the formulas of the op's own
 file, like the NumPy fast routes beside them; without Numba those routes run instead.
 
-Determinism: a `prange` loop here only ever splits independent outputs (channels, rows)
-between threads, and every sum runs inside one iteration, so results do not depend on the
-thread count. Reductions may be reassociated (`fastmath={"reassoc"}`, so that they vectorise):
+Determinism: a `prange` loop here only ever splits independent outputs (channels, rows,
+chunks of images whose size does not depend on the thread count) between threads, and every
+sum runs inside one iteration or over the chunks in their order, so results do not depend on
+the thread count. Reductions may be reassociated (`fastmath={"reassoc"}`, so that they vectorise):
 the order is fixed by the compiled code, not by the run.
 
 Threads: `set_threads(n)` (train/threads.py calls it beside the BLAS count) sets how many
@@ -23,14 +24,18 @@ thread per caller (`prepare_blas`): each worker is already on its own core.
 
 TINYHW_NO_JIT=1 hides Numba (the NumPy routes run, as without the extra).
 """
+import importlib.util
 import os
 
 from threadpoolctl import ThreadpoolController
 
 
 def _import_numba():
-    """numba, or None when it is not installed or TINYHW_NO_JIT is set (the NumPy routes run)."""
+    """numba, or None when it or SciPy (whose BLAS np.dot calls in compiled loops) is not
+    installed, or TINYHW_NO_JIT is set: the NumPy routes run then."""
     if os.environ.get("TINYHW_NO_JIT", "") not in ("", "0"):
+        return None
+    if importlib.util.find_spec("scipy") is None:
         return None
     try:
         import numba
@@ -41,7 +46,7 @@ def _import_numba():
 
 numba = _import_numba()
 available = numba is not None
-INSTALL_HINT = 'needs Numba: pip install -e ".[fast]" (or pip install numba)'
+INSTALL_HINT = 'needs Numba and SciPy: pip install -e ".[fast]" (or pip install numba scipy)'
 
 
 def compiled(fn):
@@ -78,7 +83,7 @@ def set_threads(n):
     if numba is not None:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
         if _loop_blas is not None:   # a BLAS-wide limit may have raised it
-            _loop_blas.limit(limits=1)
+            _loop_blas.limit(limits=1)   # none found: SciPy shares NumPy's BLAS, left as it is
 
 
 _loop_blas = None   # threadpoolctl's controller of the BLAS that np.dot calls in compiled loops
@@ -97,4 +102,4 @@ def prepare_blas():
     _loop_blas = ThreadpoolController().select(user_api="blas")
     _loop_blas.lib_controllers = [lib for lib in _loop_blas.lib_controllers
                                   if os.path.abspath(lib.filepath).startswith(places)]
-    _loop_blas.limit(limits=1)
+    _loop_blas.limit(limits=1)   # none found: SciPy shares NumPy's BLAS, left as it is
