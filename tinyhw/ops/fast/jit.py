@@ -83,7 +83,7 @@ def set_threads(n):
     if numba is not None:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
         if _loop_blas is not None:   # a BLAS-wide limit may have raised it
-            _loop_blas.limit(limits=1)   # none found: SciPy shares NumPy's BLAS, left as it is
+            _loop_blas.limit(limits=1)
 
 
 _loop_blas = None   # threadpoolctl's controller of the BLAS that np.dot calls in compiled loops
