@@ -103,7 +103,7 @@ def choose_route(w_shape, padding, xp=None):
     bench/NOTES.md.)"""
     if conv_jit.runs_on(np if xp is None else xp):
         return "jit"
-    if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0):
+    if conv_pointwise.applies(w_shape, padding):
         return "pointwise"
     return "shifted"
 
@@ -122,7 +122,7 @@ _ROUTE_FUNCTIONS = {
 
 def _route(op, w_shape, padding, xp):
     route = fast.forced_route(op) or choose_route(w_shape, padding, xp)
-    if route == "pointwise" and (w_shape[2:] != (1, 1) or padding != (0, 0)):
+    if route == "pointwise" and not conv_pointwise.applies(w_shape, padding):
         raise ValueError(f"{op}: route 'pointwise' needs a 1x1 kernel without padding, got "
                          f"kernel {tuple(w_shape[2:])} with padding {tuple(padding)}")
     if route == "jit" and not conv_jit.runs_on(xp):

@@ -33,7 +33,7 @@ thread count, nor then does dW's order of sums.
 import numpy as np
 
 from . import conv_jit_loops as loops
-from . import conv_jit_pointwise, flat_grid, jit
+from . import conv_jit_pointwise, conv_pointwise, flat_grid, jit
 from .jit import prange
 from ..window import output_size
 
@@ -55,9 +55,7 @@ def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo
     chunks = (n + m - 1) // m
     for t in prange(workers):
         for chunk in range(t, chunks, workers):
-            first = chunk * m
-            count = min(m, n - first)
-            length = ((count - 1) * pitch + hq) * wo
+            first, count, length = loops.chunk_extent(chunk, m, n, pitch, hq, wo)
             cols = np.empty((x_rows, length), dtype=x.dtype)
             loops.columns(x, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, cols)
             z = np.empty((blocks * o, length), dtype=x.dtype)
@@ -80,9 +78,7 @@ def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, wo
     chunks = (n + m - 1) // m
     for t in prange(workers):
         for chunk in range(t, chunks, workers):
-            first = chunk * m
-            count = min(m, n - first)
-            length = ((count - 1) * pitch + hq) * wo
+            first, count, length = loops.chunk_extent(chunk, m, n, pitch, hq, wo)
             gs = np.empty((row_taps * o, length), dtype=dy.dtype)
             loops.fill_row_shifts(dy, first, count, pitch, gs.reshape((row_taps, o, length)))
             if dw_parts.shape[0]:
@@ -148,13 +144,9 @@ class _Geometry:
         return dw
 
 
-def _pointwise(w_shape, padding):
-    return tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0)
-
-
 def forward(ctx, x, w, b, stride, padding):
     jit.prepare_blas()
-    if _pointwise(w.shape, padding):
+    if conv_pointwise.applies(w.shape, padding):
         return conv_jit_pointwise.forward(ctx, x, w, b, stride)
     x = np.ascontiguousarray(x)
     g = ctx.jit_geometry = _Geometry(x.shape, w.shape, stride, padding, x.itemsize)
@@ -168,7 +160,7 @@ def forward(ctx, x, w, b, stride, padding):
 
 def backward(ctx, gy):
     jit.prepare_blas()
-    if _pointwise(ctx.saved[1].shape, ctx.padding):
+    if conv_pointwise.applies(ctx.saved[1].shape, ctx.padding):
         return conv_jit_pointwise.backward(ctx, gy)
     (x, w), g = ctx.saved, ctx.jit_geometry
     need_dx, need_dw, _ = ctx.needs_input_grad

@@ -10,6 +10,14 @@ compiler then drops its negative-index checks and vectorises the inner loops.
 from . import jit
 
 
+def chunk_extent(chunk, m, n, pitch, hq, wo):
+    """(first image, images, cells per row of X) of chunk number `chunk` of n images taken m
+    at a time: the last image's Hq rows end (count - 1) P + Hq rows in."""
+    first = chunk * m
+    count = min(m, n - first)
+    return first, count, ((count - 1) * pitch + hq) * wo
+
+
 def _copy(dst, src, count):
     for t in range(count):
         dst[t] = src[t]
@@ -175,6 +183,7 @@ def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
 
 # compiled in dependency order (a loop is compiled on its first call, resolving the names it
 # calls then)
+chunk_extent = jit.compiled(chunk_extent)
 _copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
 fill_columns, same_columns = jit.compiled(fill_columns), jit.compiled(same_columns)
 zero_wrapped, fill_columns_same = jit.compiled(zero_wrapped), jit.compiled(fill_columns_same)
