@@ -135,12 +135,13 @@ def blas_kernel():
 
 
 def routes_line():
-    """Which CPU routes conv2d and batch_norm take: the jit routes (with Numba's version and
-    thread count) or, without Numba, the NumPy ones."""
+    """Which CPU routes conv2d, batch_norm and relu take: the jit routes (with Numba's version
+    and thread count) or, without Numba, the NumPy ones."""
     from tinyhw.ops.fast import jit
     if not jit.available:
-        return "no Numba: conv2d and batch_norm on their NumPy routes"
-    return (f"Numba {jit.numba.__version__}: conv2d and batch_norm on their jit routes, "
+        return "no Numba: conv2d, batch_norm and relu on their NumPy routes"
+    return (f"Numba {jit.numba.__version__}: conv2d, batch_norm and relu (on feature maps) on "
+            f"their jit routes, "
             f"{jit.threads()} threads")
 
 

@@ -9,25 +9,58 @@ input need not be kept:
              dx_i = y_i * (dy_i - sum_j dy_j y_j)
     log_softmax: y_i = x_i - log sum_j e^x_j
              dx_i = dy_i - softmax(x)_i * sum_j dy_j
+
+relu routes. relu runs between the convolutions and batch norms of every image net, on the
+largest arrays of a step, so it has a fast route beside the NumPy code of `ReLU`; every call
+runs on one of RELU_ROUTES, picked by `choose_relu_route` unless
+`tinyhw.ops.fast.use(relu=...)` forces one:
+  reference  the two NumPy lines of `ReLU`: np.maximum(x, 0) and dy * (y > 0).
+  jit        NumPy float32/float64 with Numba installed (the `fast` extra): the same two
+             formulas as compiled loops over the cores (fast/relu_jit.py), equal bit for bit.
 """
 from ..autograd import Function
 from ..checks import as_tensor, check_float, normalize_dim
+from . import fast
+from .fast import jit, relu_jit
+
+RELU_ROUTES = ("reference", "jit")
+fast.register("relu", RELU_ROUTES)
 
 
 def _float_input(x, op):
     return check_float(as_tensor(x, f"{op}: input"), f"{op}: input")
 
 
+def choose_relu_route(xp, dtype, shape):
+    """The route a relu call takes when none is forced: "jit" for the NumPy float32/float64
+    feature maps (N, C, *S) of conv nets, of at least relu_jit.MIN_SIZE values, when Numba is
+    installed; else "reference" (fast/relu_jit.py says why dense layers' relus stay there)."""
+    return "jit" if relu_jit.applies(xp, dtype, shape) else "reference"
+
+
+def _relu_route(xp, x):
+    route = fast.forced_route("relu") or choose_relu_route(xp, x.dtype, x.shape)
+    if route == "jit" and not relu_jit.runs_on(xp, x.dtype):
+        if not jit.available:
+            raise ValueError(f"relu: route 'jit' {jit.INSTALL_HINT}")
+        raise ValueError(f"relu: route 'jit' runs on NumPy float32 and float64 arrays, "
+                         f"got {xp.__name__} {x.dtype}")
+    return route
+
+
 class ReLU(Function):
     @staticmethod
     def forward(ctx, x):
-        y = ctx.xp.maximum(x, 0)
+        ctx.route = _relu_route(ctx.xp, x)
+        y = relu_jit.forward(x) if ctx.route == "jit" else ctx.xp.maximum(x, 0)
         ctx.save(y)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         (y,) = ctx.saved
+        if ctx.route == "jit":
+            return relu_jit.backward(gy, y)
         return gy * (y > 0)
 
 

@@ -16,6 +16,8 @@ implementation that follows it line by line. The files here compute the same for
                                         statistics, block by block in L2
                    jit                  norm_jit.py: two-pass statistics per channel and one
                                         fused pass for y and for dx, compiled, on every core
+  relu             jit                  relu_jit.py: the forward and backward as compiled
+                                        loops on every core, for conv nets' feature maps
   conv1d_max_over_time  columns         char_cnn.py: one im2col of the widest window, a GEMM
                                         per group of widths, the max over time as a reduction
                                         over a time-major layout (Kim et al.'s char CNN)
@@ -24,7 +26,8 @@ implementation that follows it line by line. The files here compute the same for
 
 Which route runs. Each op lists its routes in `ROUTES` and picks one per call with its
 `choose_route(...)`, a plain function of shapes, dtype and array module documented in the op's
-docstring (e.g. `tinyhw.ops.conv.choose_route`). `use(...)` overrides that choice inside a
+docstring (e.g. `tinyhw.ops.conv.choose_route`; relu, one of several ops in activation.py,
+has `RELU_ROUTES` and `choose_relu_route`). `use(...)` overrides that choice inside a
 `with` block, for the current thread:
 
     from tinyhw.ops import fast
