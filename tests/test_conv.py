@@ -464,13 +464,27 @@ def test_conv1d_accepts_one_tuples(rng):
                                   conv1d(x, w, stride=2, padding=1).numpy())
 
 
+@pytest.mark.parametrize("n, fit, expected", [
+    (128, 10, (8, 16)),    # 13 chunks of 10 would leave one of two workers a chunk more
+    (128, 5, (5, 26)),     # 28 chunks cannot be even: 5 images each still leave 26
+    (128, 16, (16, 8)),    # 8 is a multiple of 4 already
+    (7, 7, (2, 4)),        # a batch that fits one chunk is still shared out
+    (3, 3, (1, 3)),        # no more chunks than images
+    (1, 1, (1, 1)),
+])
+def test_even_chunks(n, fit, expected):
+    """(images per chunk, chunks) of the jit routes, for a budget that fits `fit` images."""
+    assert flat_grid.even_chunks(n, flat_grid.CHUNK_BYTES // fit) == expected
+
+
 @jit_test
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)])
 def test_jit_route_is_the_same_on_any_thread_count(kernel, stride, padding, rng):
     """The chunks, and so every sum's order, do not depend on the thread count: bit for bit the
     same output and gradients on 1 and 2 threads (a run's adaptive thread rule must not change
-    its numbers). The default budget holds all 7 images in one chunk: cut by the thread count,
-    two threads would sum dW over two chunks."""
+    its numbers). The default budget holds all 7 images in one chunk, cut into 4 chunks of 2 by
+    flat_grid.CHUNK_MULTIPLE on any thread count; cut by the thread count, one thread would
+    sum dW over one chunk and two over two."""
     x = rng.standard_normal((7, 3, 9, 8)).astype(np.float32)
     w = rng.standard_normal((4, 3, kernel, kernel)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
