@@ -464,6 +464,27 @@ def test_conv1d_accepts_one_tuples(rng):
                                   conv1d(x, w, stride=2, padding=1).numpy())
 
 
+@pytest.mark.parametrize("route", params(("shifted", "jit")))
+@pytest.mark.parametrize("kernel, padding", [(3, 1), (5, 2)])
+def test_wrapped_columns_do_not_spread_non_finite_inputs(route, kernel, padding, rng):
+    """At stride 1 the fast routes copy whole planes, and the cells that wrap onto the next row
+    must read as zero, not as the input there: an inf or NaN in the first or last column
+    reaches exactly the outputs and input gradients the reference gives it. (Not dW: the
+    GEMMs also run over rows of no output, where zeros of dy meet real inputs, 0 inf = NaN,
+    a product the reference never forms; such an input has made the loss NaN anyway.)"""
+    x = rng.standard_normal((3, 2, 6, 7))
+    x[0, 1, 2, 0], x[1, 0, 4, 6], x[2, 1, 0, 6] = np.nan, np.inf, -np.inf
+    w = rng.standard_normal((3, 2, kernel, kernel))
+    dy = rng.standard_normal(conv2d(x, w, padding=padding).shape)
+    dy[1, 2, 3, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        got = run(conv2d, route, x, w, None, 1, padding, dy)
+        want = run(conv2d, "reference", x, w, None, 1, padding, dy)
+    for g, r in zip(got[:2], want[:2]):
+        np.testing.assert_array_equal(np.isfinite(g), np.isfinite(r))
+        np.testing.assert_allclose(g[np.isfinite(r)], r[np.isfinite(r)], rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("n, fit, expected", [
     (128, 10, (8, 16)),    # 13 chunks of 10 would leave one of two workers a chunk more
     (128, 5, (5, 26)),     # 28 chunks cannot be even: 5 images each still leave 26

@@ -45,10 +45,10 @@ def runs_on(xp):
 
 # ---- the parallel loops over chunks --------------------------------------------------------
 # Chunk t, t + workers, ... goes to worker t; the sizes (sh, sw, ph, pw, kw, P, Hq, Wo, m,
-# workers) come from _Geometry.sizes.
+# workers) come from _Geometry.sizes, the masks of wrapped columns from _Geometry.masks.
 
 def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo, m, workers,
-                    y):
+                    masks, y):
     """y from x, with w_phases[a] = Wst's block of phase a: (taps_a O, kw C)."""
     n, o, block_rows = x.shape[0], y.shape[1], w_phases[0].shape[1]
     x_rows, blocks = len(w_phases) * block_rows, len(shifts)
@@ -57,7 +57,7 @@ def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo
         for chunk in range(t, chunks, workers):
             first, count, length = loops.chunk_extent(chunk, m, n, pitch, hq, wo)
             cols = np.empty((x_rows, length), dtype=x.dtype)
-            loops.columns(x, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, cols)
+            loops.columns(x, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, masks, cols)
             z = np.empty((blocks * o, length), dtype=x.dtype)
             row = 0
             for a in range(len(w_phases)):
@@ -69,7 +69,7 @@ def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo
 
 
 def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, workers,
-                     dw_parts, dx):
+                     masks, dw_parts, dx):
     """dW's part of every chunk into dw_parts (chunks, A, RT O, kw C) (if it has chunks; the
     rows of taps a phase lacks are left alone) and dx (if it has images)."""
     n, o = dy.shape[0], dy.shape[1]
@@ -83,7 +83,7 @@ def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, wo
             loops.fill_row_shifts(dy, first, count, pitch, gs.reshape((row_taps, o, length)))
             if dw_parts.shape[0]:
                 cols = np.empty((x_rows, length), dtype=dy.dtype)
-                loops.columns(x, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, cols)
+                loops.columns(x, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, masks, cols)
                 for a in range(len(w_phases_t)):
                     taps = w_phases_t[a].shape[1]
                     np.dot(gs[:taps], cols[a * block_rows:(a + 1) * block_rows].T,
@@ -93,7 +93,7 @@ def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, wo
                 for a in range(len(w_phases_t)):
                     taps = w_phases_t[a].shape[1]
                     np.dot(w_phases_t[a], gs[:taps], d[a * block_rows:(a + 1) * block_rows])
-                loops.inputs(d, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, dx)
+                loops.inputs(d, first, count, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx)
 
 
 _forward_chunks = jit.parallel(_forward_chunks)
@@ -125,6 +125,9 @@ class _Geometry:
         self.workers = min(jit.threads(), self.chunks)
         self.sizes = (*stride, *padding, kw, self.pitch, self.hq, self.wo, self.images,
                       self.workers)
+        self.masks = (loops.wrap_masks(kw, pw, self.hq, self.wo)
+                      if loops.same_columns(sh, sw, ph, pw, self.wo, wd)
+                      else np.zeros((kw, 0), dtype=np.uint8))
 
     def phase_weights(self, w):
         """Wst's block of each phase a: (taps_a O, kw C), [(ii, o), (j, c)] = W[o, c, s_h ii + a, j]."""
@@ -153,7 +156,7 @@ def forward(ctx, x, w, b, stride, padding):
     o = w.shape[0]
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((x.shape[0], o, g.ho, g.wo), dtype=x.dtype)
-    _forward_chunks(x, g.phase_weights(w), g.shifts, bias, *g.sizes, y)
+    _forward_chunks(x, g.phase_weights(w), g.shifts, bias, *g.sizes, g.masks, y)
     ctx.save(x if ctx.needs_input_grad[1] else None, w)
     return y
 
@@ -172,6 +175,6 @@ def backward(ctx, gy):
     if x is None:
         x = np.empty((0, 1, 1, 1), dtype=gy.dtype)
     w_phases_t = tuple(np.ascontiguousarray(p.T) for p in g.phase_weights(w))
-    _backward_chunks(x, gy, w_phases_t, *g.sizes, dw_parts, dx)
+    _backward_chunks(x, gy, w_phases_t, *g.sizes, g.masks, dw_parts, dx)
     dw = g.weight_gradient(dw_parts.sum(axis=0), w.shape) if need_dw else None
     return (dx if need_dx else None), dw, None

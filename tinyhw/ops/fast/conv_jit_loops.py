@@ -7,6 +7,8 @@ share their ph zero rows of padding, so fewer garbage rows enter the GEMMs). Ind
 taken on views that start at the first cell they touch, so that they count up from 0: the
 compiler then drops its negative-index checks and vectorises the inner loops.
 """
+import numpy as np
+
 from . import jit
 
 
@@ -60,20 +62,32 @@ def same_columns(sh, sw, ph, pw, wo, wd):
 
 
 # Under same_columns a row of X is the input plane shifted by (j - pw) - ph W cells, so one
-# long copy per plane builds it (and one long sum per plane gives dx); then the cells that
-# wrapped onto a neighbouring row are fixed: the columns w with w + j - pw outside [0, W),
-# zeroed in X after the copy and in D before the sum (no input reads them there).
+# long copy per plane builds it (and one long sum per plane gives dx). The cells that wrap onto
+# a neighbouring row, columns w with w + j - pw outside [0, W), must read as zero: in X (no
+# input is there) and in D (no input receives them). `wrap_masks` marks the others, and the
+# copy and the sum select through the mask in the same pass (zeroing the columns afterwards,
+# a few cells per row, cost more than the plane copy itself on 8x8 images, bench/NOTES.md).
 
-def zero_wrapped(cells, rows, wo, shift):
-    """Zero the columns w with w + shift outside [0, Wo) of `rows` rows of Wo cells."""
-    for u in range(rows):
-        line = cells[u * wo:]
-        _zero(line, max(0, -shift))
-        for w in range(min(wo, wo - shift), wo):
-            line[w] = 0
+def wrap_masks(kw, pw, hq, wo):
+    """(kw, Hq Wo) uint8: masks[j, t] = 1 where column w = t mod Wo has w + j - pw in [0, Wo),
+    i.e. where X's row of column shift j holds an input cell (NumPy, once per call)."""
+    w = np.arange(hq * wo) % wo
+    return np.stack([(w + j - pw >= 0) & (w + j - pw < wo) for j in range(kw)]).astype(np.uint8)
 
 
-def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, out):
+def _copy_masked(dst, src, mask, count):
+    zero = dst.dtype.type(0)
+    for t in range(count):
+        dst[t] = src[t] if mask[t] else zero
+
+
+def _add_masked(dst, src, mask, count):
+    zero = dst.dtype.type(0)
+    for t in range(count):
+        dst[t] += src[t] if mask[t] else zero
+
+
+def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, masks, out):
     """fill_columns under same_columns."""
     c, h = x.shape[1], x.shape[2]
     for row in range(out.shape[0]):
@@ -83,39 +97,40 @@ def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, out):
         for k in range(m):
             dst = out[row, k * pitch * wo:]
             _zero(dst, lo)
-            _copy(dst[lo:], x[first + k, ch].reshape(h * wo)[lo + shift:], hi - lo)
+            _copy_masked(dst[lo:], x[first + k, ch].reshape(h * wo)[lo + shift:], masks[j, lo:],
+                         hi - lo)
             _zero(dst[hi:], hq * wo - hi)
-            zero_wrapped(dst, hq, wo, j - pw)
 
 
 def sum_row_taps(z, shifts, first, m, pitch, bias, y):
     """y[first + k, o, h, :] = bias[o] + sum_b z[b, o, (k P + h + shifts[b]) Wo + :Wo] for z
-    (B, O, R Wo): block b holds one phase's row tap ii = shifts[b]."""
+    (B, O, R Wo): block b holds one phase's row tap ii = shifts[b]. Z's rows are Wo cells long,
+    as y's are, so the Ho rows of a plane are one run of Ho Wo cells in both."""
     ho, wo = y.shape[2], y.shape[3]
+    cells = ho * wo
     for k in range(m):
         for o in range(y.shape[1]):
+            out = y[first + k, o].reshape(cells)
             b = bias[o]
-            for h in range(ho):
-                out = y[first + k, o, h]
-                for w in range(wo):
-                    out[w] = b
-                for block in range(z.shape[0]):
-                    src = z[block, o, (k * pitch + h + shifts[block]) * wo:]
-                    for w in range(wo):
-                        out[w] += src[w]
+            for t in range(cells):
+                out[t] = b
+            for block in range(z.shape[0]):
+                src = z[block, o, (k * pitch + shifts[block]) * wo:]
+                for t in range(cells):
+                    out[t] += src[t]
 
 
 def fill_row_shifts(dy, first, m, pitch, out):
     """out (RT, O, R Wo): out[ii, o, (k P + h + ii) Wo + :Wo] = dy[first + k, o, h], zero
-    elsewhere (with P >= Ho each cell has at most one such (k, h))."""
+    elsewhere (with P >= Ho each cell has at most one such (k, h)); a plane per (ii, o, k)."""
     ho, wo = dy.shape[2], dy.shape[3]
+    cells = ho * wo
     for ii in range(out.shape[0]):
         for o in range(out.shape[1]):
             line = out[ii, o]
             _zero(line, line.shape[0])
             for k in range(m):
-                for h in range(ho):
-                    _copy(line[(k * pitch + h + ii) * wo:], dy[first + k, o, h], wo)
+                _copy(line[(k * pitch + ii) * wo:], dy[first + k, o].reshape(cells), cells)
 
 
 def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
@@ -148,35 +163,33 @@ def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
                             strided[w] += src[w]
 
 
-def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, dx):
-    """gather_inputs under same_columns (d's wrapped columns are zeroed here)."""
+def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx):
+    """gather_inputs under same_columns (d's wrapped columns are masked out)."""
     c, h = dx.shape[1], dx.shape[2]
     for k in range(m):
         for ch in range(c):
             out = dx[first + k, ch].reshape(h * wo)
             for j in range(kw):
-                cells = d[j * c + ch, k * pitch * wo:]
-                zero_wrapped(cells, hq, wo, j - pw)
-                src = cells[ph * wo + pw - j:]
+                start = ph * wo + pw - j              # X cell start + t is input cell t
+                src = d[j * c + ch, k * pitch * wo + start:]
                 if j == 0:
-                    _copy(out, src, h * wo)
+                    _copy_masked(out, src, masks[j, start:], h * wo)
                 else:
-                    for t in range(h * wo):
-                        out[t] += src[t]
+                    _add_masked(out, src, masks[j, start:], h * wo)
 
 
-def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
-    """fill_columns, by the plane copies where they apply."""
+def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, out):
+    """fill_columns, by the plane copies where they apply (masks: wrap_masks there)."""
     if same_columns(sh, sw, ph, pw, wo, x.shape[3]):
-        fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, out)
+        fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, masks, out)
     else:
         fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out)
 
 
-def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
-    """gather_inputs, by the plane sums where they apply."""
+def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx):
+    """gather_inputs, by the plane sums where they apply (masks: wrap_masks there)."""
     if same_columns(sh, sw, ph, pw, wo, dx.shape[3]):
-        gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, dx)
+        gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx)
     else:
         gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx)
 
@@ -186,7 +199,8 @@ def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
 chunk_extent = jit.compiled(chunk_extent)
 _copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
 fill_columns, same_columns = jit.compiled(fill_columns), jit.compiled(same_columns)
-zero_wrapped, fill_columns_same = jit.compiled(zero_wrapped), jit.compiled(fill_columns_same)
+_copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
+fill_columns_same = jit.compiled(fill_columns_same)
 sum_row_taps, fill_row_shifts = jit.compiled(sum_row_taps), jit.compiled(fill_row_shifts)
 gather_inputs = jit.compiled(gather_inputs)
 gather_inputs_same = jit.compiled(gather_inputs_same)
