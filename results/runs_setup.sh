@@ -15,7 +15,7 @@ else
 fi
 if [ ! -x "$runs/venv/bin/python" ]; then
   python3 -m venv "$runs/venv"
-  "$runs/venv/bin/pip" install -q -e "$runs/code[plot]"
+  "$runs/venv/bin/pip" install -q -e "$runs/code[plot,fast]"
 fi
 cp "$tree"/results/lm_small_queue.sh "$runs/queue.sh"
 cp "$tree"/results/issue12_queue.sh "$tree"/results/snapshot.sh "$runs/"
