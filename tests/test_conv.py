@@ -485,6 +485,32 @@ def test_wrapped_columns_do_not_spread_non_finite_inputs(route, kernel, padding,
         np.testing.assert_allclose(g[np.isfinite(r)], r[np.isfinite(r)], rtol=1e-10, atol=1e-10)
 
 
+@jit_test
+@pytest.mark.parametrize("shape, stride", [((37, 5, 5, 4), 3), ((20, 3, 3, 3), 2), ((40, 7, 1, 1), 1)])
+def test_jit_weight_layouts(shape, stride, rng):
+    """conv_jit_weights' compiled copies against their definitions: Wst_a[(ii, o), (j, c)] =
+    W[o, c, s_h ii + a, j], its transpose (filters in blocks of O_BLOCK, here across blocks),
+    and dW from chunk parts, summed over the chunks and laid out as W."""
+    from tinyhw.ops.fast import conv_jit_weights as weights
+    o, c, kh, kw = shape
+    w = rng.standard_normal(shape).astype(np.float32)
+    tap_counts = [(kh - 1 - a) // stride + 1 for a in range(min(stride, kh))]
+    for a, (block, block_t) in enumerate(zip(weights.phase_weights(w, stride, tap_counts),
+                                             weights.phase_weights(w, stride, tap_counts, True))):
+        taps = tap_counts[a]
+        want = w[:, :, a::stride][:, :, :taps].transpose(2, 0, 3, 1).reshape(taps * o, kw * c)
+        np.testing.assert_array_equal(block, want)
+        np.testing.assert_array_equal(block_t, want.T)
+    parts = rng.standard_normal((3, len(tap_counts), tap_counts[0] * o, kw * c))
+    dw = weights.weight_gradient(parts, stride, shape)
+    for i in range(kh):
+        rows = parts[:, i % stride, (i // stride) * o:(i // stride + 1) * o]   # (3, O, kw C)
+        want = rows.sum(axis=0).reshape(o, kw, c).transpose(0, 2, 1)
+        np.testing.assert_allclose(dw[:, :, i], want, rtol=1e-12)
+    np.testing.assert_allclose(weights.sum_chunks(parts[:, 0]), parts[:, 0].sum(axis=0),
+                               rtol=1e-12)
+
+
 @pytest.mark.parametrize("n, fit, expected", [
     (128, 10, (8, 16)),    # 13 chunks of 10 would leave one of two workers a chunk more
     (128, 5, (5, 26)),     # 28 chunks cannot be even: 5 images each still leave 26

@@ -8,7 +8,8 @@ implementation that follows it line by line. The files here compute the same for
                    shifted,             conv_shifted.py, flat_grid.py: GEMMs on a few contiguous
                    shifted-per-offset   shifts of the flat padded input instead of im2col, in
                                         chunks of images that fit in L2
-                   jit                  conv_jit.py (+ conv_jit_loops.py, conv_jit_pointwise.py):
+                   jit                  conv_jit.py (+ conv_jit_loops.py, conv_jit_pointwise.py,
+                                        conv_jit_weights.py):
                                         the shifted GEMMs with the copies and adds as compiled
                                         loops, the chunks of a batch split between the cores
                                         (Numba, the `fast` extra; jit.py)

@@ -22,6 +22,8 @@ Backward, with the row shifts of dy
 the forward's transpose: dWst = sum over chunks of Gs X^T, D = Wst^T Gs = dL/dX, and each
 input element gathers the entries of D that copied it: xpad[n, c, r, col] sits in X at phase
 a = r mod s_h, row u = r div s_h, and at (j, w) for every j with col = s_w w + j.
+The layouts Wst and Wst^T, and dW from the chunks' parts, are compiled copies too
+(conv_jit_weights.py).
 
 Unlike the NumPy shifted route, the chunks of a batch are split between the cores: each worker
 runs its chunks from start to end, the copies that build X and Gs from x and dy, the GEMMs
@@ -33,7 +35,7 @@ thread count, nor then does dW's order of sums.
 import numpy as np
 
 from . import conv_jit_loops as loops
-from . import conv_jit_pointwise, conv_pointwise, flat_grid, jit
+from . import conv_jit_pointwise, conv_jit_weights, conv_pointwise, flat_grid, jit
 from .jit import prange
 from ..window import output_size
 
@@ -71,7 +73,7 @@ def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo
 def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, workers,
                      masks, dw_parts, dx):
     """dW's part of every chunk into dw_parts (chunks, A, RT O, kw C) (if it has chunks; the
-    rows of taps a phase lacks are left alone) and dx (if it has images)."""
+    rows of taps a phase lacks are left unwritten, and unread) and dx (if it has images)."""
     n, o = dy.shape[0], dy.shape[1]
     block_rows = w_phases_t[0].shape[0]
     x_rows, row_taps = len(w_phases_t) * block_rows, w_phases_t[0].shape[1] // o
@@ -129,23 +131,6 @@ class _Geometry:
                       if loops.same_columns(sh, sw, ph, pw, self.wo, wd)
                       else np.zeros((kw, 0), dtype=np.uint8))
 
-    def phase_weights(self, w):
-        """Wst's block of each phase a: (taps_a O, kw C), [(ii, o), (j, c)] = W[o, c, s_h ii + a, j]."""
-        (o, c, _, kw), sh = w.shape, self.stride_rows
-        return tuple(np.ascontiguousarray(
-            w[:, :, a::sh][:, :, :taps].transpose(2, 0, 3, 1).reshape(taps * o, kw * c))
-            for a, taps in enumerate(self.tap_counts))
-
-    def weight_gradient(self, parts, w_shape):
-        """dW (O, C, kh, kw) from the sum of dw_parts: (A, RT O, kw C), phase a's block in its
-        first taps_a O rows."""
-        (o, c, _, kw), sh = w_shape, self.stride_rows
-        dw = np.empty(w_shape, dtype=parts.dtype)
-        for a, taps in enumerate(self.tap_counts):
-            dw[:, :, a::sh][:, :, :taps] = \
-                parts[a, :taps * o].reshape(taps, o, kw, c).transpose(1, 3, 0, 2)
-        return dw
-
 
 def forward(ctx, x, w, b, stride, padding):
     jit.prepare_blas()
@@ -156,7 +141,8 @@ def forward(ctx, x, w, b, stride, padding):
     o = w.shape[0]
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((x.shape[0], o, g.ho, g.wo), dtype=x.dtype)
-    _forward_chunks(x, g.phase_weights(w), g.shifts, bias, *g.sizes, g.masks, y)
+    w_phases = conv_jit_weights.phase_weights(w, g.stride_rows, g.tap_counts)
+    _forward_chunks(x, w_phases, g.shifts, bias, *g.sizes, g.masks, y)
     ctx.save(x if ctx.needs_input_grad[1] else None, w)
     return y
 
@@ -170,11 +156,11 @@ def backward(ctx, gy):
     gy = np.ascontiguousarray(gy)
     # empty stand-ins for what is not needed (the compiled loop checks their sizes)
     dx = np.empty(ctx.x_shape if need_dx else (0, 1, 1, 1), dtype=gy.dtype)
-    dw_parts = np.zeros((g.chunks if need_dw else 0, len(g.tap_counts), g.taps * w.shape[0],
+    dw_parts = np.empty((g.chunks if need_dw else 0, len(g.tap_counts), g.taps * w.shape[0],
                          w.shape[3] * w.shape[1]), dtype=gy.dtype)
     if x is None:
         x = np.empty((0, 1, 1, 1), dtype=gy.dtype)
-    w_phases_t = tuple(np.ascontiguousarray(p.T) for p in g.phase_weights(w))
+    w_phases_t = conv_jit_weights.phase_weights(w, g.stride_rows, g.tap_counts, transposed=True)
     _backward_chunks(x, gy, w_phases_t, *g.sizes, g.masks, dw_parts, dx)
-    dw = g.weight_gradient(dw_parts.sum(axis=0), w.shape) if need_dw else None
+    dw = conv_jit_weights.weight_gradient(dw_parts, g.stride_rows, w.shape) if need_dw else None
     return (dx if need_dx else None), dw, None

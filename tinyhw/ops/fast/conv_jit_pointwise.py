@@ -7,7 +7,7 @@ does not depend on the thread count (so neither does the order of dW's sums).
 """
 import numpy as np
 
-from . import flat_grid, jit
+from . import conv_jit_weights, flat_grid, jit
 from .jit import prange
 
 
@@ -52,8 +52,11 @@ def _backward(x, dy, w2t, sh, sw, m, workers, dw_parts, dx):
             for i in range(chunk * m, min(n, chunk * m + m)):
                 g = dy[i].reshape((o, length))
                 if dw_parts.shape[0]:
-                    np.dot(g, _image(x, i, sh, sw, scratch).T, product)
-                    dw_parts[chunk] += product
+                    if i == chunk * m:   # the chunk's first image writes its part
+                        np.dot(g, _image(x, i, sh, sw, scratch).T, dw_parts[chunk])
+                    else:
+                        np.dot(g, _image(x, i, sh, sw, scratch).T, product)
+                        dw_parts[chunk] += product
                 if dx.shape[0]:
                     np.dot(w2t, g, grad)
                     _scatter(grad, i, sh, sw, dx)
@@ -97,10 +100,11 @@ def backward(ctx, gy):
     (n, o), c = gy.shape[:2], w.shape[1]
     chunks = -(-n // m)
     dx = np.empty(ctx.x_shape if need_dx else (0, 1, 1, 1), dtype=gy.dtype)
-    dw_parts = np.zeros((chunks if need_dw else 0, o, c), dtype=gy.dtype)
+    dw_parts = np.empty((chunks if need_dw else 0, o, c), dtype=gy.dtype)
     if x is None:
         x = np.empty((0, 1, 1, 1), dtype=gy.dtype)
-    _backward(x, gy, np.ascontiguousarray(w.reshape(o, c).T), *ctx.stride, m,
+    w2t = conv_jit_weights.phase_weights(w, 1, [1], transposed=True)[0]   # W^T: (C, O)
+    _backward(x, gy, w2t, *ctx.stride, m,
               min(jit.threads(), chunks), dw_parts, dx)
-    dw = dw_parts.sum(axis=0).reshape(w.shape) if need_dw else None
+    dw = conv_jit_weights.sum_chunks(dw_parts).reshape(w.shape) if need_dw else None
     return (dx if need_dx else None), dw, None
