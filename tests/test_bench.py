@@ -69,3 +69,52 @@ def test_busy_bench_runs_and_stops_its_neighbour():
     assert any(line.startswith("demo      ours") for line in out.splitlines())
     leftover = subprocess.run(["pgrep", "-f", "while os.getppid"], capture_output=True)
     assert leftover.returncode == 1, "the busy bench left its CPU-bound process running"
+
+
+def test_suite_names_the_state_and_plans_every_bench_into_its_folder(tmp_path):
+    import suite  # bench/suite.py
+    assert suite.state_of(suite.FAST_GFLOPS) == "fast"
+    assert suite.state_of(suite.FAST_GFLOPS - 1) == "slow"
+    planned = suite.commands(str(tmp_path), quick=True)
+    assert [name for name, _ in planned] == ["image_step.txt", "ops.txt", "lm_step.txt",
+                                             "memory.txt", "busy.txt"]
+    for name, argv in planned:
+        assert argv[1].startswith("bench/") and (ROOT / argv[1]).is_file()
+        assert str(tmp_path / name) in argv          # outside the repo: an absolute path
+        if "--rounds" in argv:
+            assert argv[argv.index("--rounds") + 1] == "2"
+    inside = suite.commands(str(ROOT / "results" / "bench" / "x"))
+    assert inside[0][1][-1] == "results/bench/x/image_step.txt"   # as the benches run in ROOT
+
+
+def test_suite_refuses_an_existing_folder(tmp_path):
+    done = subprocess.run([sys.executable, "bench/suite.py", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"--out: {tmp_path} exists; the suite never overwrites a folder" in done.stderr
+
+
+def _proc_state(pid):
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_suite_finds_pauses_and_continues_training_runs():
+    import signal
+    import time
+    import suite
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m",
+                            "train.fake"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        found = suite.training_runs()
+        assert run.pid in found and other.pid not in found
+        suite._signal_all([run.pid], signal.SIGSTOP)
+        time.sleep(0.2)
+        assert _proc_state(run.pid) == "T"
+        suite._signal_all([run.pid], signal.SIGCONT)
+        time.sleep(0.2)
+        assert _proc_state(run.pid) == "S"
+    finally:
+        run.kill()
+        other.kill()

@@ -15,14 +15,14 @@ COMMANDS = {
     "python -m train.demo": ["-m", "train.demo"],
     **{f"python bench/{b}.py": [f"bench/{b}.py"] for b in ("ops", "lm_step", "image_step",
                                                              "timing", "dist", "memory",
-                                                             "busy", "profile_step")},
+                                                             "busy", "profile_step", "suite")},
 }
 
 
 def test_every_entry_point_has_a_help_text():
     assert sorted(p.name for p in (ROOT / "bench").glob("*.py")) == \
         ["busy.py", "dist.py", "image_step.py", "lm_step.py", "memory.py", "ops.py",
-         "profile_step.py", "timing.py"]   # a new one: add it above
+         "profile_step.py", "suite.py", "timing.py"]   # a new one: add it above
     # All at once: each is mostly interpreter start-up and imports.
     running = {name: subprocess.Popen([sys.executable, *args, "--help"], cwd=ROOT, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
