@@ -490,7 +490,7 @@ def test_wrapped_columns_do_not_spread_non_finite_inputs(route, kernel, padding,
 def test_jit_weight_layouts(shape, stride, rng):
     """conv_jit_weights' compiled copies against their definitions: Wst_a[(ii, o), (j, c)] =
     W[o, c, s_h ii + a, j], its transpose (filters in blocks of O_BLOCK, here across blocks),
-    and dW from chunk parts, summed over the chunks and laid out as W."""
+    and dW from chunk parts, summed over the chunks and laid out as W (a 1x1 kernel's too)."""
     from tinyhw.ops.fast import conv_jit_weights as weights
     o, c, kh, kw = shape
     w = rng.standard_normal(shape).astype(np.float32)
@@ -507,8 +507,9 @@ def test_jit_weight_layouts(shape, stride, rng):
         rows = parts[:, i % stride, (i // stride) * o:(i // stride + 1) * o]   # (3, O, kw C)
         want = rows.sum(axis=0).reshape(o, kw, c).transpose(0, 2, 1)
         np.testing.assert_allclose(dw[:, :, i], want, rtol=1e-12)
-    np.testing.assert_allclose(weights.sum_chunks(parts[:, 0]), parts[:, 0].sum(axis=0),
-                               rtol=1e-12)
+    pointwise = parts[:, :1, :o, :c]                  # a 1x1 kernel's parts: (3, 1, O, C)
+    np.testing.assert_allclose(weights.weight_gradient(pointwise, 1, (o, c, 1, 1))[:, :, 0, 0],
+                               pointwise.sum(axis=(0, 1)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("n, fit, expected", [

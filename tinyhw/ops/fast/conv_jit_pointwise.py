@@ -106,5 +106,6 @@ def backward(ctx, gy):
     w2t = conv_jit_weights.phase_weights(w, 1, [1], transposed=True)[0]   # W^T: (C, O)
     _backward(x, gy, w2t, *ctx.stride, m,
               min(jit.threads(), chunks), dw_parts, dx)
-    dw = conv_jit_weights.sum_chunks(dw_parts).reshape(w.shape) if need_dw else None
+    dw = (conv_jit_weights.weight_gradient(dw_parts.reshape(chunks, 1, o, c), 1, w.shape)
+          if need_dw else None)
     return (dx if need_dx else None), dw, None

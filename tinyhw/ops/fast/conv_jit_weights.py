@@ -49,37 +49,28 @@ def _phase_block_t(w, sh, a, taps, out):
 
 def _weight_from_parts(parts, sh, dw):
     """dw[o, c, i, j] = sum over chunks (in order) of parts[chunk, i mod s_h, (i div s_h) O + o,
-    j C + c]; the rows of taps a phase lacks are never read."""
+    j C + c]; the rows of taps a phase lacks are never read. Per filter o the sum runs on
+    contiguous rows in the parts' own (i, j C + c) order, then one copy lays it out as W."""
     o, c, kh, kw = dw.shape
     for oo in prange(o):
-        for chunk in range(parts.shape[0]):
-            for i in range(kh):
+        total = np.empty((kh, kw * c), dtype=dw.dtype)
+        for i in range(kh):
+            sums = total[i]
+            first = parts[0, i % sh, (i // sh) * o + oo]
+            for k in range(kw * c):
+                sums[k] = first[k]
+            for chunk in range(1, parts.shape[0]):
                 line = parts[chunk, i % sh, (i // sh) * o + oo]
-                for j in range(kw):
-                    for ch in range(c):
-                        if chunk == 0:
-                            dw[oo, ch, i, j] = line[j * c + ch]
-                        else:
-                            dw[oo, ch, i, j] += line[j * c + ch]
-
-
-def _sum_chunks(parts, out):
-    """out = parts[0] + parts[1] + ... (in that order), for parts (chunks, R, K), by rows."""
-    for row in prange(parts.shape[1]):
-        line = out[row]
-        first = parts[0, row]
-        for k in range(line.shape[0]):
-            line[k] = first[k]
-        for chunk in range(1, parts.shape[0]):
-            part = parts[chunk, row]
-            for k in range(line.shape[0]):
-                line[k] += part[k]
+                for k in range(kw * c):
+                    sums[k] += line[k]
+            for j in range(kw):
+                for ch in range(c):
+                    dw[oo, ch, i, j] = sums[j * c + ch]
 
 
 _phase_block = jit.parallel(_phase_block)
 _phase_block_t = jit.parallel(_phase_block_t)
 _weight_from_parts = jit.parallel(_weight_from_parts)
-_sum_chunks = jit.parallel(_sum_chunks)
 
 
 def phase_weights(w, sh, tap_counts, transposed=False):
@@ -98,14 +89,9 @@ def phase_weights(w, sh, tap_counts, transposed=False):
 
 
 def weight_gradient(parts, sh, w_shape):
-    """dW (O, C, kh, kw) from the chunks' parts (chunks, A, RT O, kw C)."""
+    """dW (O, C, kh, kw) from the chunks' parts (chunks, A, RT O, kw C); for a 1x1 kernel the
+    parts are (chunks, 1, O, C)."""
     dw = np.empty(w_shape, dtype=parts.dtype)
     _weight_from_parts(parts, sh, dw)
     return dw
 
-
-def sum_chunks(parts):
-    """parts (chunks, R, K) summed over the chunks in their order: (R, K)."""
-    out = np.empty(parts.shape[1:], dtype=parts.dtype)
-    _sum_chunks(parts, out)
-    return out
