@@ -16,8 +16,8 @@ For each workload, after 2 warm-up steps:
 * the top --top functions by own time (cProfile's tottime) over --steps more steps, with their
   call counts: the NumPy passes show up as the fast routes' and ops' functions that issue them.
 
-With the `fast` extra, conv2d and batch_norm run on their jit routes, whose GEMMs are called
-inside compiled loops (np.dot in Numba): they count as "the rest", under the loops'
+With the `fast` extra, conv2d, batch_norm and relu run on their jit routes; conv's GEMMs are
+called inside compiled loops (np.dot in Numba): they count as "the rest", under the loops'
 functions (`_forward_chunks`, `_backward_chunks`); the header line names the routes.
 
 Run it with nothing else busy on the machine (its figures are absolute times). Like the other
