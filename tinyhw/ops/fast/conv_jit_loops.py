@@ -30,29 +30,38 @@ def _zero(dst, count):
         dst[t] = 0
 
 
+def valid_range(offset, stride, count, size):
+    """[lo, hi): the t < count whose cell stride t + offset lies inside [0, size)."""
+    lo = max(0, -(offset // stride))
+    return lo, max(lo, min(count, (size - 1 - offset) // stride + 1))
+
+
 def fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
     """out (A kw C, R Wo): X[(a, j, c), (k P + u) Wo + w] = xpad[first + k, c, s_h u + a,
-    s_w w + j] for u < Hq, w < Wo (any stride)."""
+    s_w w + j] for u < Hq, w < Wo (any stride). One (Hq, Wo) block per row of X and image:
+    the input cells it reads are one strided 2-D view, the rest of the block is padding.
+    (A view per block rather than per row of Wo cells: at 16 cells a row, building the views
+    cost more than the copies, bench/NOTES.md.)"""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
     for row in range(out.shape[0]):
         ch, aj = row % c, row // c
         a, j = aj // kw, aj % kw
-        w_lo = max(0, -((j - pw) // sw))                          # first w with a column >= 0
-        w_hi = max(w_lo, min(wo, (wd - 1 - (j - pw)) // sw + 1))  # past the last < W
+        u_lo, u_hi = valid_range(a - ph, sh, hq, h)
+        w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
         for k in range(m):
-            for u in range(hq):
-                dst = out[row, ((k * pitch + u) * wo):]
-                r = sh * u + a - ph
-                if r < 0 or r >= h:
-                    _zero(dst, wo)
-                    continue
-                _zero(dst, w_lo)
-                start = sw * w_lo + j - pw
-                if sw == 1:
-                    _copy(dst[w_lo:], x[first + k, ch, r, start:], w_hi - w_lo)
-                else:
-                    _copy(dst[w_lo:], x[first + k, ch, r, start::sw], w_hi - w_lo)
-                _zero(dst[w_hi:], wo - w_hi)
+            block = out[row, k * pitch * wo:(k * pitch + hq) * wo]
+            _zero(block, u_lo * wo)
+            _zero(block[u_hi * wo:], (hq - u_hi) * wo)
+            inside = block[u_lo * wo:u_hi * wo].reshape((u_hi - u_lo, wo))
+            left, mid, right = inside[:, :w_lo], inside[:, w_lo:w_hi], inside[:, w_hi:]
+            src = x[first + k, ch, sh * u_lo + a - ph::sh, sw * w_lo + j - pw::sw]
+            for u in range(u_hi - u_lo):
+                for w in range(w_lo):
+                    left[u, w] = 0
+                for w in range(w_hi - w_lo):
+                    mid[u, w] = src[u, w]
+                for w in range(wo - w_hi):
+                    right[u, w] = 0
 
 
 def same_columns(sh, sw, ph, pw, wo, wd):
@@ -135,32 +144,26 @@ def fill_row_shifts(dy, first, m, pitch, out):
 
 def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
     """dx[first + k, c, r - ph, col - pw] = sum over j with col = s_w w + j of
-    d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride)."""
+    d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride): per
+    plane of dx, each (a, j)'s block of d added into the strided 2-D view of the cells it
+    copied (as fill_columns), j in order."""
     c, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
     phases = d.shape[0] // (kw * c)
     for k in range(m):
         for ch in range(c):
-            for yy in range(h):
-                out = dx[first + k, ch, yy]
-                _zero(out, wd)
-                a, u = (yy + ph) % sh, (yy + ph) // sh
-                if a >= phases or u >= hq:   # a row no kernel offset reads
-                    continue
+            plane = dx[first + k, ch]
+            _zero(plane.reshape(h * wd), h * wd)
+            for a in range(phases):
+                u_lo, u_hi = valid_range(a - ph, sh, hq, h)
                 for j in range(kw):
-                    w_lo = max(0, -((j - pw) // sw))
-                    w_hi = min(wo, (wd - 1 - (j - pw)) // sw + 1)
-                    if w_lo >= w_hi:
-                        continue
-                    src = d[(a * kw + j) * c + ch, (k * pitch + u) * wo + w_lo:]
-                    start = sw * w_lo + j - pw
-                    if sw == 1:
-                        part = out[start:]
+                    w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
+                    block = d[(a * kw + j) * c + ch, (k * pitch + u_lo) * wo:
+                              (k * pitch + u_hi) * wo].reshape((u_hi - u_lo, wo))
+                    src = block[:, w_lo:w_hi]
+                    dst = plane[sh * u_lo + a - ph::sh, sw * w_lo + j - pw::sw]
+                    for u in range(u_hi - u_lo):
                         for w in range(w_hi - w_lo):
-                            part[w] += src[w]
-                    else:
-                        strided = out[start::sw]
-                        for w in range(w_hi - w_lo):
-                            strided[w] += src[w]
+                            dst[u, w] += src[u, w]
 
 
 def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx):
@@ -198,6 +201,7 @@ def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx):
 # calls then)
 chunk_extent = jit.compiled(chunk_extent)
 _copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
+valid_range = jit.compiled(valid_range)
 fill_columns, same_columns = jit.compiled(fill_columns), jit.compiled(same_columns)
 _copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
 fill_columns_same = jit.compiled(fill_columns_same)
