@@ -6,6 +6,8 @@ conv_chunk_bytes=1 the shifted and jit routes take one image per chunk, so the s
 that Hypothesis draws run through several chunks too. The jit route's tests skip without
 Numba (tests/routes.py).
 """
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,7 +17,7 @@ import tinyhw
 from tinyhw.gradcheck import gradcheck
 from tinyhw.ops import conv, fast
 from tinyhw.ops.conv import conv1d, conv2d
-from tinyhw.ops.fast import flat_grid, jit
+from tinyhw.ops.fast import conv_jit, flat_grid, jit
 from tests.routes import JIT_ROUTES, jit_test, needs_jit, params
 from tests.strategies import arrays, conv1d_geometry, conv2d_geometry
 
@@ -169,6 +171,43 @@ def test_conv2d_jit_route_matches_reference(case):
                   routes=JIT_ROUTES))
 def test_conv1d_jit_route_matches_reference(case):
     check_route_against_reference(conv1d, case)
+
+
+@contextlib.contextmanager
+def jit_layout(layout):
+    """conv2d's jit route on one layout of X whatever the sizes (conv_jit.FORCE_LAYOUT)."""
+    before, conv_jit.FORCE_LAYOUT = conv_jit.FORCE_LAYOUT, layout
+    try:
+        yield
+    finally:
+        conv_jit.FORCE_LAYOUT = before
+
+
+@jit_test
+@pytest.mark.parametrize("layout", conv_jit.LAYOUTS)
+@given(case=route_case(conv2d_geometry(), routes=JIT_ROUTES))
+def test_conv2d_jit_layouts_match_reference(layout, case):
+    """Both layouts of X (row taps per stride phase, and one block per kernel row) on every
+    geometry, whichever the route would take for its sizes."""
+    with jit_layout(layout):
+        check_route_against_reference(conv2d, case)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, layout", [
+    ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, "im2col"),    # resnet50's first conv
+    ((128, 3, 32, 32), (16, 3, 3, 3), 1, 1, "row-taps"),  # fewer rows, but stride 1
+    ((128, 3, 32, 32), (16, 3, 3, 3), 2, 1, "im2col"),
+    ((128, 16, 32, 32), (16, 16, 3, 3), 1, 1, "row-taps"),
+    ((128, 16, 32, 32), (32, 16, 3, 3), 2, 1, "row-taps"),
+    ((8, 128, 56, 56), (128, 128, 3, 3), 2, 1, "row-taps"),
+    ((4, 8, 1, 50), (16, 8, 1, 5), 1, 2, "row-taps"),      # conv1d: the same rows either way
+])
+def test_jit_layout_choice(x_shape, w_shape, stride, padding, layout):
+    """im2col at strides above 1 where Z's rows would outnumber X's many times over (few
+    channels, many filters); row taps elsewhere, and at stride 1 (their plane copies)."""
+    g = conv_jit._Geometry(x_shape, w_shape, (stride, stride) if w_shape[2] > 1 else (1, stride),
+                           (padding, padding) if w_shape[2] > 1 else (0, padding), 4)
+    assert g.layout == layout
 
 
 # Fixed geometries that exercise every route (pointwise, also strided; shifted at stride 1 and

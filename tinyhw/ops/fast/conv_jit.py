@@ -25,6 +25,14 @@ a = r mod s_h, row u = r div s_h, and at (j, w) for every j with col = s_w w + j
 The layouts Wst and Wst^T, and dW from the chunks' parts, are compiled copies too
 (conv_jit_weights.py).
 
+When the channels are few and the filters many (resnet50's first conv: 3 channels, 64 filters
+of 7x7 at stride 2), Z's (RT O) rows per cell outgrow X's (A kw C) many times over (448
+against 42 there) and the GEMMs, 21 deep, mostly write Z. Then the route takes every kernel
+row as a block of X of its own ("im2col"): X[(i, j, c), (k, h, w)] = xpad[n, c, s_h h + i,
+s_w w + j], Hq = P = Ho, and one GEMM with W laid out as (O, kh kw C) gives y (Z = y's rows,
+one tap). `_Geometry` takes it at strides above 1 where its rows per image, max(X's, Z's) x P,
+are fewer than the row taps' (resnet50's first conv, fwd+bwd: 0.72-0.76 the time).
+
 Unlike the NumPy shifted route, the chunks of a batch are split between the cores: each worker
 runs its chunks from start to end, the copies that build X and Gs from x and dy, the GEMMs
 (np.dot: Numba calls SciPy's BLAS, kept at one thread per caller by jit.py) and the sums that
@@ -47,11 +55,13 @@ def runs_on(xp):
 
 # ---- the parallel loops over chunks --------------------------------------------------------
 # Chunk t, t + workers, ... goes to worker t; the sizes (sh, sw, ph, pw, kw, P, Hq, Wo, m,
-# workers) come from _Geometry.sizes, the masks of wrapped columns from _Geometry.masks.
+# workers) come from _Geometry.sizes, the masks of wrapped columns from _Geometry.masks (empty
+# where the plane copies do not apply), the weight blocks from _Geometry.weights.
 
 def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo, m, workers,
                     masks, y):
-    """y from x, with w_phases[a] = Wst's block of phase a: (taps_a O, kw C)."""
+    """y from x, with w_phases[a] = the weights of X's block a: Wst_a (taps_a O, kw C) per
+    phase, or under im2col the one block (O, kh kw C)."""
     n, o, block_rows = x.shape[0], y.shape[1], w_phases[0].shape[1]
     x_rows, blocks = len(w_phases) * block_rows, len(shifts)
     chunks = (n + m - 1) // m
@@ -72,8 +82,9 @@ def _forward_chunks(x, w_phases, shifts, bias, sh, sw, ph, pw, kw, pitch, hq, wo
 
 def _backward_chunks(x, dy, w_phases_t, sh, sw, ph, pw, kw, pitch, hq, wo, m, workers,
                      masks, dw_parts, dx):
-    """dW's part of every chunk into dw_parts (chunks, A, RT O, kw C) (if it has chunks; the
-    rows of taps a phase lacks are left unwritten, and unread) and dx (if it has images)."""
+    """dW's part of every chunk into dw_parts (chunks, A, RT O, kw C), or (chunks, 1, O, kh kw C)
+    under im2col (if it has chunks; the rows of taps a phase lacks are left unwritten, and
+    unread) and dx (if it has images)."""
     n, o = dy.shape[0], dy.shape[1]
     block_rows = w_phases_t[0].shape[0]
     x_rows, row_taps = len(w_phases_t) * block_rows, w_phases_t[0].shape[1] // o
@@ -104,9 +115,14 @@ _backward_chunks = jit.parallel(_backward_chunks)
 
 # ---- the route -------------------------------------------------------------------------------
 
+LAYOUTS = ("row-taps", "im2col")
+FORCE_LAYOUT = None   # one of LAYOUTS to take it whatever the sizes (tests hold both to the reference)
+
+
 class _Geometry:
-    """Sizes of one call: phases A and their row taps, rows Hq and pitch P, outputs (Ho, Wo),
-    X's rows, the images per chunk and the threads that share the chunks."""
+    """Sizes of one call: the layout, the blocks of X (one GEMM each: the phases, or under
+    im2col one block of every kernel row) and their row taps, rows Hq and pitch P, outputs
+    (Ho, Wo), X's rows, the images per chunk and the threads that share the chunks."""
 
     def __init__(self, x_shape, w_shape, stride, padding, itemsize):
         (n, c, h, wd), (o, _, kh, kw) = x_shape, w_shape
@@ -114,22 +130,56 @@ class _Geometry:
         self.stride_rows = sh
         self.ho, self.wo = output_size(h, kh, sh, ph), output_size(wd, kw, sw, pw)
         # phase a serves kernel rows a, a + s_h, ...: its row taps ii with s_h ii + a < kh
-        self.tap_counts = [(kh - 1 - a) // sh + 1 for a in range(min(sh, kh))]
-        self.taps = self.tap_counts[0]
-        self.hq = self.ho + self.taps - 1
+        tap_counts = [(kh - 1 - a) // sh + 1 for a in range(min(sh, kh))]
+        hq = self.ho + tap_counts[0] - 1
         # At stride 1 an image's last min(ph, kh - 1) rows are zero padding, as are the next
         # image's first ones: they can be the same rows (and P >= Ho keeps outputs apart).
-        self.pitch = self.hq - (min(ph, kh - 1) if sh == 1 else 0)
-        self.x_rows = len(self.tap_counts) * kw * c
-        self.shifts = np.array([ii for t in self.tap_counts for ii in range(t)], dtype=np.int64)
+        pitch = hq - (min(ph, kh - 1) if sh == 1 else 0)
+        taps_rows = max(len(tap_counts) * kw * c, sum(tap_counts) * o) * pitch
+        im2col_rows = max(kh * kw * c, o) * self.ho
+        # at stride 1 the row taps keep their plane copies (same_columns), faster than im2col's
+        # strided ones even where im2col has fewer rows (resnet20's 3-channel conv: 1.5x)
+        fewer = sh > 1 and im2col_rows < taps_rows
+        self.layout = FORCE_LAYOUT or ("im2col" if fewer else "row-taps")
+        if self.layout == "im2col":   # kernel row i: phase i with one tap, in one GEMM
+            tap_counts, hq, pitch = [1] * kh, self.ho, self.ho
+        self.tap_counts, self.taps, self.hq, self.pitch = tap_counts, tap_counts[0], hq, pitch
+        self.x_rows = len(tap_counts) * kw * c
+        self.shifts = (np.zeros(1, dtype=np.int64) if self.layout == "im2col" else
+                       np.array([ii for t in tap_counts for ii in range(t)], dtype=np.int64))
         per_image = max(self.x_rows, len(self.shifts) * o) * self.pitch * self.wo * itemsize
         self.images, self.chunks = flat_grid.even_chunks(n, per_image)
         self.workers = min(jit.threads(), self.chunks)
         self.sizes = (*stride, *padding, kw, self.pitch, self.hq, self.wo, self.images,
                       self.workers)
-        self.masks = (loops.wrap_masks(kw, pw, self.hq, self.wo)
-                      if loops.same_columns(sh, sw, ph, pw, self.wo, wd)
+        plane_copies = self.layout == "row-taps" and loops.same_columns(sh, sw, ph, pw, self.wo, wd)
+        self.masks = (loops.wrap_masks(kw, pw, self.hq, self.wo) if plane_copies
                       else np.zeros((kw, 0), dtype=np.uint8))
+
+    def weights(self, w, transposed=False):
+        """The GEMMs' weight blocks, one per block of X: Wst_a (or Wst_a^T) per phase, or under
+        im2col the kernel rows' side by side, W as (O, kh kw C) (or its transpose)."""
+        blocks = conv_jit_weights.phase_weights(w, self.stride_rows, self.tap_counts, transposed)
+        if self.layout == "im2col":
+            return (np.concatenate(blocks, axis=0 if transposed else 1),)
+        return blocks
+
+    def part_shape(self, w_shape):
+        """(blocks, rows, columns) of one chunk's part of dW: dWst_a per phase, or under im2col
+        one (O, kh kw C)."""
+        o, c, kh, kw = w_shape
+        if self.layout == "im2col":
+            return 1, o, kh * kw * c
+        return len(self.tap_counts), self.taps * o, kw * c
+
+    def weight_gradient(self, dw_parts, w_shape):
+        """dW (O, C, kh, kw) from the chunks' parts: under im2col, part (O, (i, j, c)) is read
+        as phase i's (O, (j, c)) (a view), with kernel row i its own phase."""
+        if self.layout == "im2col":
+            o, c, kh, kw = w_shape
+            view = dw_parts.reshape((dw_parts.shape[0], o, kh, kw * c)).transpose(0, 2, 1, 3)
+            return conv_jit_weights.weight_gradient(view, kh, w_shape)
+        return conv_jit_weights.weight_gradient(dw_parts, self.stride_rows, w_shape)
 
 
 def forward(ctx, x, w, b, stride, padding):
@@ -141,8 +191,7 @@ def forward(ctx, x, w, b, stride, padding):
     o = w.shape[0]
     bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((x.shape[0], o, g.ho, g.wo), dtype=x.dtype)
-    w_phases = conv_jit_weights.phase_weights(w, g.stride_rows, g.tap_counts)
-    _forward_chunks(x, w_phases, g.shifts, bias, *g.sizes, g.masks, y)
+    _forward_chunks(x, g.weights(w), g.shifts, bias, *g.sizes, g.masks, y)
     ctx.save(x if ctx.needs_input_grad[1] else None, w)
     return y
 
@@ -156,11 +205,9 @@ def backward(ctx, gy):
     gy = np.ascontiguousarray(gy)
     # empty stand-ins for what is not needed (the compiled loop checks their sizes)
     dx = np.empty(ctx.x_shape if need_dx else (0, 1, 1, 1), dtype=gy.dtype)
-    dw_parts = np.empty((g.chunks if need_dw else 0, len(g.tap_counts), g.taps * w.shape[0],
-                         w.shape[3] * w.shape[1]), dtype=gy.dtype)
+    dw_parts = np.empty((g.chunks if need_dw else 0, *g.part_shape(w.shape)), dtype=gy.dtype)
     if x is None:
         x = np.empty((0, 1, 1, 1), dtype=gy.dtype)
-    w_phases_t = conv_jit_weights.phase_weights(w, g.stride_rows, g.tap_counts, transposed=True)
-    _backward_chunks(x, gy, w_phases_t, *g.sizes, g.masks, dw_parts, dx)
-    dw = conv_jit_weights.weight_gradient(dw_parts, g.stride_rows, w.shape) if need_dw else None
+    _backward_chunks(x, gy, g.weights(w, transposed=True), *g.sizes, g.masks, dw_parts, dx)
+    dw = g.weight_gradient(dw_parts, w.shape) if need_dw else None
     return (dx if need_dx else None), dw, None

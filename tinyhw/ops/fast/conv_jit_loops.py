@@ -182,16 +182,17 @@ def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx):
 
 
 def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, out):
-    """fill_columns, by the plane copies where they apply (masks: wrap_masks there)."""
-    if same_columns(sh, sw, ph, pw, wo, x.shape[3]):
+    """fill_columns, by the plane copies where they apply: masks (wrap_masks) are given there
+    and empty elsewhere."""
+    if masks.shape[1]:
         fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, masks, out)
     else:
         fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out)
 
 
 def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx):
-    """gather_inputs, by the plane sums where they apply (masks: wrap_masks there)."""
-    if same_columns(sh, sw, ph, pw, wo, dx.shape[3]):
+    """gather_inputs, by the plane sums where they apply (where masks are given)."""
+    if masks.shape[1]:
         gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx)
     else:
         gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx)
@@ -202,7 +203,7 @@ def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx):
 chunk_extent = jit.compiled(chunk_extent)
 _copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
 valid_range = jit.compiled(valid_range)
-fill_columns, same_columns = jit.compiled(fill_columns), jit.compiled(same_columns)
+fill_columns = jit.compiled(fill_columns)
 _copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
 fill_columns_same = jit.compiled(fill_columns_same)
 sum_row_taps, fill_row_shifts = jit.compiled(sum_row_taps), jit.compiled(fill_row_shifts)
