@@ -3,9 +3,15 @@ the copies that build X and Gs, the sums that finish y from Z and dx from D.
 
 Every array here is a chunk's flat layout: rows of X or Z or D, each R Wo cells long, with
 image k's Hq rows starting at row k P (P, the pitch, <= Hq: at stride 1 consecutive images
-share their ph zero rows of padding, so fewer garbage rows enter the GEMMs). Indices are
-taken on views that start at the first cell they touch, so that they count up from 0: the
-compiler then drops its negative-index checks and vectorises the inner loops.
+share their ph zero rows of padding, so fewer garbage rows enter the GEMMs).
+
+Offsets are unsigned. The loops address flat arrays as base + t, the base an np.uint64: Numba
+checks a signed index for a negative value (wrapping it as Python does), and that check keeps
+the compiler from vectorising the loop; an unsigned index has no such check. Slicing a view
+that starts at the first cell instead (so that t counts up from 0, the earlier way) costs a
+view per run of cells, more than the copy itself for the 8 to 64 cells of a row or plane of
+small images (bench/NOTES.md: X of 64 channels at 8x8, 190 against 44 us a chunk). Every base
+is the offset of a cell that exists (>= 0) before it is made unsigned.
 """
 import numpy as np
 
@@ -20,15 +26,62 @@ def chunk_extent(chunk, m, n, pitch, hq, wo):
     return first, count, ((count - 1) * pitch + hq) * wo
 
 
-def _copy(dst, src, count):
-    for t in range(count):
-        dst[t] = src[t]
+# ---- runs of cells: dst[at + t] for t < count, from src[source + t] --------------------------
+
+def _zero(dst, at, count):
+    at = np.uint64(at)
+    for t in range(np.uint64(count)):
+        dst[at + t] = 0
 
 
-def _zero(dst, count):
-    for t in range(count):
-        dst[t] = 0
+def _copy(dst, at, src, source, count):
+    at, source = np.uint64(at), np.uint64(source)
+    for t in range(np.uint64(count)):
+        dst[at + t] = src[source + t]
 
+
+def _copy_plus(dst, at, src, source, value, count):
+    at, source = np.uint64(at), np.uint64(source)
+    for t in range(np.uint64(count)):
+        dst[at + t] = src[source + t] + value
+
+
+def _add(dst, at, src, source, count):
+    at, source = np.uint64(at), np.uint64(source)
+    for t in range(np.uint64(count)):
+        dst[at + t] += src[source + t]
+
+
+def _copy_masked(dst, at, src, source, mask, mask_at, count):
+    """dst[at + t] = src[source + t] where mask[mask_at + t], else 0."""
+    at, source, mask_at = np.uint64(at), np.uint64(source), np.uint64(mask_at)
+    zero = dst.dtype.type(0)
+    for t in range(np.uint64(count)):
+        dst[at + t] = src[source + t] if mask[mask_at + t] else zero
+
+
+def _add_masked(dst, at, src, source, mask, mask_at, count):
+    at, source, mask_at = np.uint64(at), np.uint64(source), np.uint64(mask_at)
+    zero = dst.dtype.type(0)
+    for t in range(np.uint64(count)):
+        dst[at + t] += src[source + t] if mask[mask_at + t] else zero
+
+
+def _copy_strided(dst, at, src, source, step, count):
+    """dst[at + t] = src[source + step t]."""
+    at, source, step = np.uint64(at), np.uint64(source), np.uint64(step)
+    for t in range(np.uint64(count)):
+        dst[at + t] = src[source + step * t]
+
+
+def _add_strided(dst, at, step, src, source, count):
+    """dst[at + step t] += src[source + t]."""
+    at, source, step = np.uint64(at), np.uint64(source), np.uint64(step)
+    for t in range(np.uint64(count)):
+        dst[at + step * t] += src[source + t]
+
+
+# ---- X, and dx from D, at any stride -----------------------------------------------------------
 
 def valid_range(offset, stride, count, size):
     """[lo, hi): the t < count whose cell stride t + offset lies inside [0, size)."""
@@ -38,31 +91,51 @@ def valid_range(offset, stride, count, size):
 
 def fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
     """out (A kw C, R Wo): X[(a, j, c), (k P + u) Wo + w] = xpad[first + k, c, s_h u + a,
-    s_w w + j] for u < Hq, w < Wo (any stride). One (Hq, Wo) block per row of X and image:
-    the input cells it reads are one strided 2-D view, the rest of the block is padding.
-    (A view per block rather than per row of Wo cells: at 16 cells a row, building the views
-    cost more than the copies, bench/NOTES.md.)"""
+    s_w w + j] for u < Hq, w < Wo (any stride; under im2col a runs over the kernel rows)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    flat = x.reshape(x.size)
     for row in range(out.shape[0]):
         ch, aj = row % c, row // c
         a, j = aj // kw, aj % kw
         u_lo, u_hi = valid_range(a - ph, sh, hq, h)
         w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
+        line = out[row]
         for k in range(m):
-            block = out[row, k * pitch * wo:(k * pitch + hq) * wo]
-            _zero(block, u_lo * wo)
-            _zero(block[u_hi * wo:], (hq - u_hi) * wo)
-            inside = block[u_lo * wo:u_hi * wo].reshape((u_hi - u_lo, wo))
-            left, mid, right = inside[:, :w_lo], inside[:, w_lo:w_hi], inside[:, w_hi:]
-            src = x[first + k, ch, sh * u_lo + a - ph::sh, sw * w_lo + j - pw::sw]
-            for u in range(u_hi - u_lo):
-                for w in range(w_lo):
-                    left[u, w] = 0
-                for w in range(w_hi - w_lo):
-                    mid[u, w] = src[u, w]
-                for w in range(wo - w_hi):
-                    right[u, w] = 0
+            block = k * pitch * wo
+            _zero(line, block, u_lo * wo)
+            _zero(line, block + u_hi * wo, (hq - u_hi) * wo)
+            plane = ((first + k) * c + ch) * h
+            for u in range(u_lo, u_hi):
+                at = block + u * wo
+                _zero(line, at, w_lo)
+                source = (plane + sh * u + a - ph) * wd + sw * w_lo + j - pw
+                _copy_strided(line, at + w_lo, flat, source, sw, w_hi - w_lo)
+                _zero(line, at + w_hi, wo - w_hi)
 
+
+def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
+    """dx[first + k, c, r - ph, col - pw] = sum over j with col = s_w w + j of
+    d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride): per
+    plane of dx, each (a, j)'s rows of d added into the cells they copied, j in order."""
+    c, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
+    flat, flat_d, length = dx.reshape(dx.size), d.reshape(d.size), d.shape[1]
+    phases = d.shape[0] // (kw * c)
+    for k in range(m):
+        for ch in range(c):
+            plane = ((first + k) * c + ch) * h
+            _zero(flat, plane * wd, h * wd)
+            for a in range(phases):
+                u_lo, u_hi = valid_range(a - ph, sh, hq, h)
+                for j in range(kw):
+                    w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
+                    line = ((a * kw + j) * c + ch) * length
+                    for u in range(u_lo, u_hi):
+                        at = (plane + sh * u + a - ph) * wd + sw * w_lo + j - pw
+                        _add_strided(flat, at, sw, flat_d, line + (k * pitch + u) * wo + w_lo,
+                                     w_hi - w_lo)
+
+
+# ---- X, and dx from D, by whole planes at stride 1 ---------------------------------------------
 
 def same_columns(sh, sw, ph, pw, wo, wd):
     """Whether the plane copies and sums below apply: stride 1 with Wo = W (2 pw = kw - 1) and
@@ -84,101 +157,37 @@ def wrap_masks(kw, pw, hq, wo):
     return np.stack([(w + j - pw >= 0) & (w + j - pw < wo) for j in range(kw)]).astype(np.uint8)
 
 
-def _copy_masked(dst, src, mask, count):
-    zero = dst.dtype.type(0)
-    for t in range(count):
-        dst[t] = src[t] if mask[t] else zero
-
-
-def _add_masked(dst, src, mask, count):
-    zero = dst.dtype.type(0)
-    for t in range(count):
-        dst[t] += src[t] if mask[t] else zero
-
-
 def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, masks, out):
     """fill_columns under same_columns."""
-    c, h = x.shape[1], x.shape[2]
+    c, cells = x.shape[1], x.shape[2] * wo
+    flat = x.reshape(x.size)
     for row in range(out.shape[0]):
         ch, j = row % c, row // c
         shift = j - pw - ph * wo                  # X cell t copies input cell t + shift
-        lo, hi = max(0, -shift), min(hq * wo, h * wo - shift)
+        lo, hi = max(0, -shift), min(hq * wo, cells - shift)
+        line, mask = out[row], masks[j]
         for k in range(m):
-            dst = out[row, k * pitch * wo:]
-            _zero(dst, lo)
-            _copy_masked(dst[lo:], x[first + k, ch].reshape(h * wo)[lo + shift:], masks[j, lo:],
-                         hi - lo)
-            _zero(dst[hi:], hq * wo - hi)
-
-
-def sum_row_taps(z, shifts, first, m, pitch, bias, y):
-    """y[first + k, o, h, :] = bias[o] + sum_b z[b, o, (k P + h + shifts[b]) Wo + :Wo] for z
-    (B, O, R Wo): block b holds one phase's row tap ii = shifts[b]. Z's rows are Wo cells long,
-    as y's are, so the Ho rows of a plane are one run of Ho Wo cells in both."""
-    ho, wo = y.shape[2], y.shape[3]
-    cells = ho * wo
-    for k in range(m):
-        for o in range(y.shape[1]):
-            out = y[first + k, o].reshape(cells)
-            b = bias[o]
-            for t in range(cells):
-                out[t] = b
-            for block in range(z.shape[0]):
-                src = z[block, o, (k * pitch + shifts[block]) * wo:]
-                for t in range(cells):
-                    out[t] += src[t]
-
-
-def fill_row_shifts(dy, first, m, pitch, out):
-    """out (RT, O, R Wo): out[ii, o, (k P + h + ii) Wo + :Wo] = dy[first + k, o, h], zero
-    elsewhere (with P >= Ho each cell has at most one such (k, h)); a plane per (ii, o, k)."""
-    ho, wo = dy.shape[2], dy.shape[3]
-    cells = ho * wo
-    for ii in range(out.shape[0]):
-        for o in range(out.shape[1]):
-            line = out[ii, o]
-            _zero(line, line.shape[0])
-            for k in range(m):
-                _copy(line[(k * pitch + ii) * wo:], dy[first + k, o].reshape(cells), cells)
-
-
-def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
-    """dx[first + k, c, r - ph, col - pw] = sum over j with col = s_w w + j of
-    d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride): per
-    plane of dx, each (a, j)'s block of d added into the strided 2-D view of the cells it
-    copied (as fill_columns), j in order."""
-    c, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
-    phases = d.shape[0] // (kw * c)
-    for k in range(m):
-        for ch in range(c):
-            plane = dx[first + k, ch]
-            _zero(plane.reshape(h * wd), h * wd)
-            for a in range(phases):
-                u_lo, u_hi = valid_range(a - ph, sh, hq, h)
-                for j in range(kw):
-                    w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
-                    block = d[(a * kw + j) * c + ch, (k * pitch + u_lo) * wo:
-                              (k * pitch + u_hi) * wo].reshape((u_hi - u_lo, wo))
-                    src = block[:, w_lo:w_hi]
-                    dst = plane[sh * u_lo + a - ph::sh, sw * w_lo + j - pw::sw]
-                    for u in range(u_hi - u_lo):
-                        for w in range(w_hi - w_lo):
-                            dst[u, w] += src[u, w]
+            block = k * pitch * wo
+            _zero(line, block, lo)
+            _copy_masked(line, block + lo, flat, ((first + k) * c + ch) * cells + lo + shift,
+                         mask, lo, hi - lo)
+            _zero(line, block + hi, hq * wo - hi)
 
 
 def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx):
     """gather_inputs under same_columns (d's wrapped columns are masked out)."""
-    c, h = dx.shape[1], dx.shape[2]
+    c, cells = dx.shape[1], dx.shape[2] * wo
+    flat, flat_d, length = dx.reshape(dx.size), d.reshape(d.size), d.shape[1]
     for k in range(m):
         for ch in range(c):
-            out = dx[first + k, ch].reshape(h * wo)
+            plane = ((first + k) * c + ch) * cells
             for j in range(kw):
                 start = ph * wo + pw - j              # X cell start + t is input cell t
-                src = d[j * c + ch, k * pitch * wo + start:]
+                source = (j * c + ch) * length + k * pitch * wo + start
                 if j == 0:
-                    _copy_masked(out, src, masks[j, start:], h * wo)
+                    _copy_masked(flat, plane, flat_d, source, masks[j], start, cells)
                 else:
-                    _add_masked(out, src, masks[j, start:], h * wo)
+                    _add_masked(flat, plane, flat_d, source, masks[j], start, cells)
 
 
 def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, out):
@@ -198,15 +207,53 @@ def inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, dx):
         gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx)
 
 
+# ---- y from Z, and Gs from dy ------------------------------------------------------------------
+
+def sum_row_taps(z, shifts, first, m, pitch, bias, y):
+    """y[first + k, o, h, :] = bias[o] + sum_b z[b, o, (k P + h + shifts[b]) Wo + :Wo] for z
+    (B, O, R Wo): block b holds one phase's row tap ii = shifts[b]. Z's rows are Wo cells long,
+    as y's are, so the Ho rows of a plane are one run of Ho Wo cells in both."""
+    blocks, o, length = z.shape
+    cells, wo = y.shape[2] * y.shape[3], y.shape[3]
+    flat_y, flat_z = y.reshape(y.size), z.reshape(z.size)
+    for k in range(m):
+        for oo in range(o):
+            at = ((first + k) * o + oo) * cells
+            for block in range(blocks):
+                source = (block * o + oo) * length + (k * pitch + shifts[block]) * wo
+                if block == 0:
+                    _copy_plus(flat_y, at, flat_z, source, bias[oo], cells)
+                else:
+                    _add(flat_y, at, flat_z, source, cells)
+
+
+def fill_row_shifts(dy, first, m, pitch, out):
+    """out (RT, O, R Wo): out[ii, o, (k P + h + ii) Wo + :Wo] = dy[first + k, o, h], zero
+    elsewhere (with P >= Ho each cell has at most one such (k, h)); a plane per (ii, o, k),
+    and the gaps between the planes zeroed."""
+    taps, o, length = out.shape
+    cells, wo = dy.shape[2] * dy.shape[3], dy.shape[3]
+    flat_out, flat_dy = out.reshape(out.size), dy.reshape(dy.size)
+    for ii in range(taps):
+        for oo in range(o):
+            line = (ii * o + oo) * length
+            done = 0                              # cells of the line written so far
+            for k in range(m):
+                start = (k * pitch + ii) * wo
+                _zero(flat_out, line + done, start - done)
+                _copy(flat_out, line + start, flat_dy, ((first + k) * o + oo) * cells, cells)
+                done = start + cells
+            _zero(flat_out, line + done, length - done)
+
+
 # compiled in dependency order (a loop is compiled on its first call, resolving the names it
 # calls then)
-chunk_extent = jit.compiled(chunk_extent)
-_copy, _zero = jit.compiled(_copy), jit.compiled(_zero)
-valid_range = jit.compiled(valid_range)
-fill_columns = jit.compiled(fill_columns)
+chunk_extent, valid_range = jit.compiled(chunk_extent), jit.compiled(valid_range)
+_zero, _copy, _copy_plus, _add = (jit.compiled(f) for f in (_zero, _copy, _copy_plus, _add))
 _copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
+_copy_strided, _add_strided = jit.compiled(_copy_strided), jit.compiled(_add_strided)
+fill_columns, gather_inputs = jit.compiled(fill_columns), jit.compiled(gather_inputs)
 fill_columns_same = jit.compiled(fill_columns_same)
-sum_row_taps, fill_row_shifts = jit.compiled(sum_row_taps), jit.compiled(fill_row_shifts)
-gather_inputs = jit.compiled(gather_inputs)
 gather_inputs_same = jit.compiled(gather_inputs_same)
 columns, inputs = jit.compiled(columns), jit.compiled(inputs)
+sum_row_taps, fill_row_shifts = jit.compiled(sum_row_taps), jit.compiled(fill_row_shifts)
