@@ -24,6 +24,8 @@ thread per caller (`prepare_blas`): each worker is already on its own core.
 
 TINYHW_NO_JIT=1 hides Numba (the NumPy routes run, as without the extra).
 """
+import contextlib
+import hashlib
 import importlib.util
 import os
 
@@ -44,8 +46,44 @@ def _import_numba():
     return numba
 
 
+def _drop_stale_cache(folder=os.path.dirname(os.path.abspath(__file__))):
+    """Numba keys a cached function on its own file only (a documented limit of its cache): a
+    loop compiled into a caller in another file (conv_jit_loops' into conv_jit's) would stay
+    in the caller's cache, old, after the loop's file changed. So the compiled loops of this
+    folder are cached together: their cache in __pycache__ is dropped whenever any file here
+    changed, by a digest of the files kept beside it. (Where __pycache__ cannot be written,
+    Numba keeps its cache elsewhere and this does nothing.)"""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    cache = os.path.join(folder, "__pycache__")
+    stamp = os.path.join(cache, "numba-sources.sha256")
+    try:
+        with open(stamp) as f:
+            if f.read() == digest.hexdigest():
+                return
+    except OSError:
+        pass
+    try:
+        os.makedirs(cache, exist_ok=True)
+        for name in os.listdir(cache):
+            if name.endswith((".nbi", ".nbc")):
+                with contextlib.suppress(FileNotFoundError):   # another process was first
+                    os.remove(os.path.join(cache, name))
+        partial = f"{stamp}.{os.getpid()}"
+        with open(partial, "w") as f:
+            f.write(digest.hexdigest())
+        os.replace(partial, stamp)
+    except OSError:   # a read-only install
+        pass
+
+
 numba = _import_numba()
 available = numba is not None
+if available:
+    _drop_stale_cache()
 INSTALL_HINT = 'needs Numba and SciPy: pip install -e ".[fast]" (or pip install numba scipy)'
 
 
