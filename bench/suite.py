@@ -17,7 +17,8 @@ so that no bench inherits another's threads or memory:
 
 with the rounds of `ROUNDS` (2 each with --quick, which checks that the suite runs and measures
 nothing), and writes command.txt (the commands, in order) and gemm.txt (the rate at the start
-and at the end). Each table file starts with its own command line and GEMM lines.
+and at the end, and the CPU: a VM's host can change, bench/NOTES.md). Each table file starts
+with its own command line, CPU and GEMM lines.
 
 A bench needs the cores to itself. --pause-runs stops this machine's training runs (processes
 run as `python -m train.<entry>`) with SIGSTOP for the whole suite and continues them with
@@ -126,7 +127,7 @@ def run(out, quick, paused):
         _, end_line = _gemm_line(gemm, "at the end")
         print(end_line, flush=True)
         with open(os.path.join(out, "gemm.txt"), "w") as f:
-            f.write(f"{start_line}\n{end_line}\n")
+            f.write(f"{start_line}\n{end_line}\nCPU: {timing.cpu_name()}\n")
     finally:
         _signal_all(paused, signal.SIGCONT)
     if failed:

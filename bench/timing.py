@@ -134,6 +134,26 @@ def blas_kernel():
                                                   if forced else "")
 
 
+def cpu_name():
+    """'AMD EPYC (family 25, model 17)' from /proc/cpuinfo (the platform's name elsewhere): a
+    VM's host can change between runs, and with it every absolute figure (this project's
+    machine has reported a Zen 5, family 26, and a Zen 4, family 25: bench/NOTES.md)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break                      # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "CPU unknown"
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')})")
+
+
 def routes_line():
     """Which CPU routes conv2d, batch_norm and relu take: the jit routes (with Numba's version
     and thread count) or, without Numba, the NumPy ones."""
@@ -214,7 +234,8 @@ class Report:
             self.file = open(path, "w")
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             self.file.write(f"$ {command_line()}\n# {stamp}, {platform.node()}, "
-                            f"{os.cpu_count()} CPUs, numpy {np.__version__}; {routes_line()}\n")
+                            f"{os.cpu_count()} CPUs ({cpu_name()}), numpy {np.__version__}; "
+                            f"{routes_line()}\n")
 
     def __call__(self, text=""):
         print(text, flush=True)

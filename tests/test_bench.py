@@ -25,6 +25,17 @@ def test_report_writes_the_command_line_then_the_table(tmp_path):
     out.close()
     lines = (tmp_path / "t.txt").read_text().splitlines()
     assert lines[0].startswith("$ python ") and lines[-1] == "a table row"
+    assert f"({timing.cpu_name()})" in lines[1]   # the CPU on record beside the figures
+
+
+def test_cpu_name_reads_the_first_processor(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+                    "processor\t: 1\nmodel name\t: another\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        info if path == "/proc/cpuinfo" else path, *a, **k))
+    assert timing.cpu_name() == "AMD EPYC (family 26, model 2)"
 
 
 def test_gemm_rate_is_positive_and_kept():
