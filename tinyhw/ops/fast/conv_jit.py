@@ -116,7 +116,7 @@ _backward_chunks = jit.parallel(_backward_chunks)
 # ---- the route -------------------------------------------------------------------------------
 
 LAYOUTS = ("row-taps", "im2col")
-FORCE_LAYOUT = None   # one of LAYOUTS to take it whatever the sizes (tests hold both to the reference)
+FORCE_LAYOUT = None   # one of LAYOUTS, taken whatever the sizes (the tests check both)
 
 
 class _Geometry:
@@ -152,8 +152,9 @@ class _Geometry:
         self.workers = min(jit.threads(), self.chunks)
         self.sizes = (*stride, *padding, kw, self.pitch, self.hq, self.wo, self.images,
                       self.workers)
-        plane_copies = self.layout == "row-taps" and loops.same_columns(sh, sw, ph, pw, self.wo, wd)
-        self.masks = (loops.wrap_masks(kw, pw, self.hq, self.wo) if plane_copies
+        plane_copies = loops.same_columns(sh, sw, ph, pw, self.wo, wd)
+        self.masks = (loops.wrap_masks(kw, pw, self.hq, self.wo)
+                      if plane_copies and self.layout == "row-taps"
                       else np.zeros((kw, 0), dtype=np.uint8))
 
     def weights(self, w, transposed=False):
