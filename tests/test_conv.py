@@ -255,7 +255,8 @@ def test_shifted_routes_in_chunks_match_reference(route, needs, rng, monkeypatch
     by_budget = flat_grid.images_per_chunk
     two = {"force": False}
     monkeypatch.setattr(flat_grid, "images_per_chunk",
-                        lambda n, b: min(n, 2) if two["force"] else by_budget(n, b))
+                        lambda n, b, budget=None: min(n, 2) if two["force"]
+                        else by_budget(n, b, budget))
     for w_shape, stride, padding in [((4, 3, 3, 3), 1, 1), ((2, 3, 2, 3), 1, (3, 0)),
                                      ((2, 3, 3, 5), (2, 1), (1, 2)),
                                      ((4, 3, 3, 3), 2, 1), ((4, 3, 1, 1), 2, 1),
@@ -562,6 +563,33 @@ def test_jit_weight_layouts(shape, stride, rng):
 def test_even_chunks(n, fit, expected):
     """(images per chunk, chunks) of the jit routes, for a budget that fits `fit` images."""
     assert flat_grid.even_chunks(n, flat_grid.CHUNK_BYTES // fit) == expected
+
+
+@pytest.mark.parametrize("n, per_image, weights, expected", [
+    (8, 0.378, 9.0, (4, 2)),      # resnet50's 512-channel 3x3 at 7x7: 2 chunks of 4, not 4 of 2
+    (8, 0.615, 2.25, (2, 4)),     # 256 channels at 14x14: 3 images fit, 3 chunks counted as 4
+    (128, 0.378, 9.0, (22, 6)),   # a larger batch: 23 images fit the weights' bytes
+    (8, 0.378, 1.0, (2, 4)),      # weights that fit the budget: the usual rule
+])
+def test_even_chunks_for_weights_larger_than_the_budget(n, per_image, weights, expected):
+    """Where the weights (MiB) outgrow CHUNK_BYTES, a chunk holds as many bytes of images
+    (MiB each) as the weights, and the chunks are counted in 2s."""
+    mib = flat_grid.CHUNK_BYTES
+    assert flat_grid.even_chunks(n, int(per_image * mib), int(weights * mib)) == expected
+
+
+@jit_test
+@pytest.mark.parametrize("stride", [1, 2])
+def test_jit_route_with_weights_larger_than_the_chunk_budget(stride, rng):
+    """Weights over CHUNK_BYTES take even_chunks' other rule (here 5 images in chunks of 3 and
+    2): the reference's numbers all the same."""
+    x = rng.standard_normal((5, 96, 6, 6)).astype(np.float32)
+    w = (rng.standard_normal((320, 96, 3, 3)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(320).astype(np.float32)
+    assert w.nbytes > flat_grid.CHUNK_BYTES
+    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=1).shape).astype(np.float32)
+    assert_same(run(conv2d, "jit", x, w, b, stride, 1, dy),
+                run(conv2d, "reference", x, w, b, stride, 1, dy), np.float32)
 
 
 @jit_test

@@ -148,7 +148,7 @@ class _Geometry:
         self.shifts = (np.zeros(1, dtype=np.int64) if self.layout == "im2col" else
                        np.array([ii for t in tap_counts for ii in range(t)], dtype=np.int64))
         per_image = max(self.x_rows, len(self.shifts) * o) * self.pitch * self.wo * itemsize
-        self.images, self.chunks = flat_grid.even_chunks(n, per_image)
+        self.images, self.chunks = flat_grid.even_chunks(n, per_image, o * c * kh * kw * itemsize)
         self.workers = min(jit.threads(), self.chunks)
         self.sizes = (*stride, *padding, kw, self.pitch, self.hq, self.wo, self.images,
                       self.workers)

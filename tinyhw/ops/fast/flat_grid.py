@@ -24,25 +24,36 @@ from . import size
 CHUNK_BYTES = 1 << 20
 
 
-def images_per_chunk(n, bytes_per_image):
+def images_per_chunk(n, bytes_per_image, budget=None):
     """How many of n images one chunk of the shifted route holds (at least one); the budget
     is CHUNK_BYTES unless an enclosing fast.use(conv_chunk_bytes=...) sets another."""
-    return max(1, min(n, size("conv_chunk_bytes", CHUNK_BYTES) // bytes_per_image))
+    budget = size("conv_chunk_bytes", CHUNK_BYTES) if budget is None else budget
+    return max(1, min(n, budget // bytes_per_image))
 
 
 # The jit routes' chunk count is rounded up to a multiple of this (when the batch has the
 # images), so that 1, 2 or 4 workers get equal shares: with 13 chunks of 10 images, one of two
 # workers ran 7 while the other ran 6 (resnet20's 32-channel convs, bench/NOTES.md).
 CHUNK_MULTIPLE = 4
+HEAVY_CHUNK_MULTIPLE = 2   # for weights larger than the budget (even_chunks)
 
 
-def even_chunks(n, bytes_per_image):
+def even_chunks(n, bytes_per_image, weight_bytes=0):
     """(images per chunk, chunks) for the jit routes: as few chunks as the budget allows
     (images_per_chunk), their count rounded up towards a multiple of CHUNK_MULTIPLE, as even
     as whole images allow, so that the workers' shares differ by whole chunks only, and
-    seldom at all. Neither depends on the thread count (nor then does the order of sums)."""
-    chunks = -(-n // images_per_chunk(n, bytes_per_image))
-    chunks = min(n, -(-chunks // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    seldom at all. Neither depends on the thread count (nor then does the order of sums).
+
+    Weights larger than CHUNK_BYTES (weight_bytes: a conv's weight matrix) leave L2 anyway,
+    and every chunk streams and packs them again for a GEMM as wide as the chunk: the chunks
+    then hold as many bytes as the weights, their count rounded to a multiple of 2 only
+    (resnet50's 512-channel 3x3 at 7x7, batch 8: 2 chunks of 4 images fwd+bwd in 42 ms against
+    88 for 4 of 2; bench/NOTES.md)."""
+    budget, multiple = size("conv_chunk_bytes", CHUNK_BYTES), CHUNK_MULTIPLE
+    if weight_bytes > CHUNK_BYTES:
+        budget, multiple = max(budget, weight_bytes), HEAVY_CHUNK_MULTIPLE
+    chunks = -(-n // images_per_chunk(n, bytes_per_image, budget))
+    chunks = min(n, -(-chunks // multiple) * multiple)
     images = -(-n // chunks)
     return images, -(-n // images)
 
