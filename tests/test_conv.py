@@ -580,16 +580,20 @@ def test_even_chunks_for_weights_larger_than_the_budget(n, per_image, weights, e
 
 @jit_test
 @pytest.mark.parametrize("stride", [1, 2])
-def test_jit_route_with_weights_larger_than_the_chunk_budget(stride, rng):
+@pytest.mark.parametrize("w_shape, padding", [((320, 96, 3, 3), 1), ((1100, 256, 1, 1), 0)])
+def test_jit_route_with_weights_larger_than_the_chunk_budget(w_shape, padding, stride, rng):
     """Weights over CHUNK_BYTES take even_chunks' other rule (here 5 images in chunks of 3 and
-    2): the reference's numbers all the same."""
-    x = rng.standard_normal((5, 96, 6, 6)).astype(np.float32)
-    w = (rng.standard_normal((320, 96, 3, 3)) * 0.05).astype(np.float32)
-    b = rng.standard_normal(320).astype(np.float32)
+    2), and a 1x1 kernel the chunked GEMMs instead of per-image ones: the reference's numbers
+    all the same."""
+    x = rng.standard_normal((5, w_shape[1], 6, 6)).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.05).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
     assert w.nbytes > flat_grid.CHUNK_BYTES
-    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=1).shape).astype(np.float32)
-    assert_same(run(conv2d, "jit", x, w, b, stride, 1, dy),
-                run(conv2d, "reference", x, w, b, stride, 1, dy), np.float32)
+    assert not conv_jit._per_image(w, (padding, padding))
+    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
+    dy = dy.astype(np.float32)
+    assert_same(run(conv2d, "jit", x, w, b, stride, padding, dy),
+                run(conv2d, "reference", x, w, b, stride, padding, dy), np.float32)
 
 
 @jit_test

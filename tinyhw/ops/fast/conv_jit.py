@@ -1,7 +1,7 @@
 """conv2d's "jit" route: the shifted route's GEMMs, with every copy and add around them one
 compiled loop split over the cores (jit.py; NumPy arrays, Numba installed). Any kernel,
-stride and padding; a 1x1 kernel without padding goes to conv_jit_pointwise.py. See
-ops/conv.py for the formulas.
+stride and padding; a 1x1 kernel without padding goes to conv_jit_pointwise.py unless its
+weights outgrow the chunk budget (`_per_image`). See ops/conv.py for the formulas.
 
 Layout, per chunk of m images (sized to stay in cache, as the shifted route's chunks). Split
 the rows of the padded input by their phase modulo the row stride, a = r mod s_h (only the
@@ -183,9 +183,19 @@ class _Geometry:
         return conv_jit_weights.weight_gradient(dw_parts, self.stride_rows, w_shape)
 
 
+def _per_image(w, padding):
+    """Whether a 1x1 conv takes conv_jit_pointwise.py's per-image GEMMs: not with weights
+    larger than the chunk budget, which each image's GEMM would pack again for its few
+    columns (resnet50's 1x1s at 7x7, and 1024->2048 at stride 2: fwd+bwd 0.50-0.77 the time
+    here, where the CIFAR nets' 1x1s are 1.2-1.4x faster per image; bench/NOTES.md)."""
+    return (conv_pointwise.applies(w.shape, padding)
+            and not flat_grid.weights_leave_cache(w.size * w.itemsize))
+
+
 def forward(ctx, x, w, b, stride, padding):
     jit.prepare_blas()
-    if conv_pointwise.applies(w.shape, padding):
+    ctx.jit_per_image = _per_image(w, padding)
+    if ctx.jit_per_image:
         return conv_jit_pointwise.forward(ctx, x, w, b, stride)
     x = np.ascontiguousarray(x)
     g = ctx.jit_geometry = _Geometry(x.shape, w.shape, stride, padding, x.itemsize)
@@ -199,7 +209,7 @@ def forward(ctx, x, w, b, stride, padding):
 
 def backward(ctx, gy):
     jit.prepare_blas()
-    if conv_pointwise.applies(ctx.saved[1].shape, ctx.padding):
+    if ctx.jit_per_image:
         return conv_jit_pointwise.backward(ctx, gy)
     (x, w), g = ctx.saved, ctx.jit_geometry
     need_dx, need_dw, _ = ctx.needs_input_grad

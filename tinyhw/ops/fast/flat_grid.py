@@ -38,6 +38,12 @@ CHUNK_MULTIPLE = 4
 HEAVY_CHUNK_MULTIPLE = 2   # for weights larger than the budget (even_chunks)
 
 
+def weights_leave_cache(weight_bytes):
+    """Whether a conv's weights (bytes) are larger than the chunk budget, CHUNK_BYTES: every
+    chunk then streams them from L3 or memory, and packs them for BLAS, again."""
+    return weight_bytes > CHUNK_BYTES
+
+
 def even_chunks(n, bytes_per_image, weight_bytes=0):
     """(images per chunk, chunks) for the jit routes: as few chunks as the budget allows
     (images_per_chunk), their count rounded up towards a multiple of CHUNK_MULTIPLE, as even
@@ -50,7 +56,7 @@ def even_chunks(n, bytes_per_image, weight_bytes=0):
     (resnet50's 512-channel 3x3 at 7x7, batch 8: 2 chunks of 4 images fwd+bwd in 42 ms against
     88 for 4 of 2; bench/NOTES.md)."""
     budget, multiple = size("conv_chunk_bytes", CHUNK_BYTES), CHUNK_MULTIPLE
-    if weight_bytes > CHUNK_BYTES:
+    if weights_leave_cache(weight_bytes):
         budget, multiple = max(budget, weight_bytes), HEAVY_CHUNK_MULTIPLE
     chunks = -(-n // images_per_chunk(n, bytes_per_image, budget))
     chunks = min(n, -(-chunks // multiple) * multiple)
