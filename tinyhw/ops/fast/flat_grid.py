@@ -35,7 +35,7 @@ def images_per_chunk(n, bytes_per_image, budget=None):
 # images), so that 1, 2 or 4 workers get equal shares: with 13 chunks of 10 images, one of two
 # workers ran 7 while the other ran 6 (resnet20's 32-channel convs, bench/NOTES.md).
 CHUNK_MULTIPLE = 4
-HEAVY_CHUNK_MULTIPLE = 2   # for weights larger than the budget (even_chunks)
+HEAVY_CHUNK_MULTIPLE = 2   # for weights larger than CHUNK_BYTES (even_chunks)
 
 
 def weights_leave_cache(weight_bytes):
@@ -54,7 +54,8 @@ def even_chunks(n, bytes_per_image, weight_bytes=0):
     and every chunk streams and packs them again for a GEMM as wide as the chunk: the chunks
     then hold as many bytes as the weights, their count rounded to a multiple of 2 only
     (resnet50's 512-channel 3x3 at 7x7, batch 8: 2 chunks of 4 images fwd+bwd in 42 ms against
-    88 for 4 of 2; bench/NOTES.md)."""
+    88 for 4 of 2; bench/NOTES.md). On 4 cores such a layer of a small batch keeps 2 of them
+    busy: the count must not follow the thread count."""
     budget, multiple = size("conv_chunk_bytes", CHUNK_BYTES), CHUNK_MULTIPLE
     if weights_leave_cache(weight_bytes):
         budget, multiple = max(budget, weight_bytes), HEAVY_CHUNK_MULTIPLE
