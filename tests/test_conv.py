@@ -596,6 +596,20 @@ def test_jit_route_with_weights_larger_than_the_chunk_budget(w_shape, padding, s
                 run(conv2d, "reference", x, w, b, stride, padding, dy), np.float32)
 
 
+def assert_same_on_1_and_2_threads(x, w, b, stride, padding, dy):
+    """The jit route's output and gradients, bit for bit the same on 1 and 2 threads."""
+    before = jit.threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            jit.set_threads(threads)
+            results.append(run(conv2d, "jit", x, w, b, stride, padding, dy))
+    finally:
+        jit.set_threads(before)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 @jit_test
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)])
 def test_jit_route_is_the_same_on_any_thread_count(kernel, stride, padding, rng):
@@ -608,13 +622,22 @@ def test_jit_route_is_the_same_on_any_thread_count(kernel, stride, padding, rng)
     w = rng.standard_normal((4, 3, kernel, kernel)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
-    before = jit.threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            jit.set_threads(threads)
-            results.append(run(conv2d, "jit", x, w, b, stride, padding, dy.astype(np.float32)))
-    finally:
-        jit.set_threads(before)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+    assert_same_on_1_and_2_threads(x, w, b, stride, padding, dy.astype(np.float32))
+
+
+@jit_test
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, layout", [
+    ((5, 3, 15, 15), (64, 3, 7, 7), 2, 3, "im2col"),
+    ((5, 96, 6, 6), (320, 96, 3, 3), 1, 1, "row-taps"),      # weights over CHUNK_BYTES
+    ((5, 256, 6, 6), (1100, 256, 1, 1), 2, 0, "row-taps"),   # the same, 1x1
+])
+def test_jit_layouts_and_heavy_weights_are_the_same_on_any_thread_count(
+        x_shape, w_shape, stride, padding, layout, rng):
+    """im2col's chunks and the chunks sized by heavy weights do not follow the thread count
+    either: bit for bit the same on 1 and 2 threads."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.05).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    assert conv_jit._Geometry(x_shape, w_shape, (stride,) * 2, (padding,) * 2, 4).layout == layout
+    dy = rng.standard_normal(conv2d(x, w, stride=stride, padding=padding).shape)
+    assert_same_on_1_and_2_threads(x, w, b, stride, padding, dy.astype(np.float32))
