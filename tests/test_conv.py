@@ -570,6 +570,7 @@ def test_even_chunks(n, fit, expected):
     (8, 0.615, 2.25, (2, 4)),     # 256 channels at 14x14: 3 images fit, 3 chunks counted as 4
     (128, 0.378, 9.0, (22, 6)),   # a larger batch: 23 images fit the weights' bytes
     (8, 0.378, 1.0, (2, 4)),      # weights that fit the budget: the usual rule
+    (128, 11.0, 576.0, (2, 64)),  # 4096 channels at 14x14: 32 MiB at most, 2 images a chunk
 ])
 def test_even_chunks_for_weights_larger_than_the_budget(n, per_image, weights, expected):
     """Where the weights (MiB) outgrow CHUNK_BYTES, a chunk holds as many bytes of images

@@ -36,6 +36,9 @@ def images_per_chunk(n, bytes_per_image, budget=None):
 # workers ran 7 while the other ran 6 (resnet20's 32-channel convs, bench/NOTES.md).
 CHUNK_MULTIPLE = 4
 HEAVY_CHUNK_MULTIPLE = 2   # for weights larger than CHUNK_BYTES (even_chunks)
+# The largest budget weights can ask for: a chunk of a 4096-channel layer's batch would
+# otherwise take gigabytes of scratch per worker (32 MiB: this machine's L3).
+HEAVY_CHUNK_BYTES = 32 << 20
 
 
 def weights_leave_cache(weight_bytes):
@@ -52,13 +55,15 @@ def even_chunks(n, bytes_per_image, weight_bytes=0):
 
     Weights larger than CHUNK_BYTES (weight_bytes: a conv's weight matrix) leave L2 anyway,
     and every chunk streams and packs them again for a GEMM as wide as the chunk: the chunks
-    then hold as many bytes as the weights, their count rounded to a multiple of 2 only
+    then hold as many bytes as the weights (up to HEAVY_CHUNK_BYTES), their count rounded to
+    a multiple of 2 only
     (resnet50's 512-channel 3x3 at 7x7, batch 8: 2 chunks of 4 images fwd+bwd in 42 ms against
     88 for 4 of 2; bench/NOTES.md). On 4 cores such a layer of a small batch keeps 2 of them
     busy: the count must not follow the thread count."""
     budget, multiple = size("conv_chunk_bytes", CHUNK_BYTES), CHUNK_MULTIPLE
     if weights_leave_cache(weight_bytes):
-        budget, multiple = max(budget, weight_bytes), HEAVY_CHUNK_MULTIPLE
+        budget = max(budget, min(weight_bytes, HEAVY_CHUNK_BYTES))
+        multiple = HEAVY_CHUNK_MULTIPLE
     chunks = -(-n // images_per_chunk(n, bytes_per_image, budget))
     chunks = min(n, -(-chunks // multiple) * multiple)
     images = -(-n // chunks)
