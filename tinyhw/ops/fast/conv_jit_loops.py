@@ -67,20 +67,6 @@ def _add_masked(dst, at, src, source, mask, mask_at, count):
         dst[at + t] += src[source + t] if mask[mask_at + t] else zero
 
 
-def _copy_strided(dst, at, src, source, step, count):
-    """dst[at + t] = src[source + step t]."""
-    at, source, step = np.uint64(at), np.uint64(source), np.uint64(step)
-    for t in range(np.uint64(count)):
-        dst[at + t] = src[source + step * t]
-
-
-def _add_strided(dst, at, step, src, source, count):
-    """dst[at + step t] += src[source + t]."""
-    at, source, step = np.uint64(at), np.uint64(source), np.uint64(step)
-    for t in range(np.uint64(count)):
-        dst[at + step * t] += src[source + t]
-
-
 # ---- X, and dx from D, at any stride -----------------------------------------------------------
 
 def valid_range(offset, stride, count, size):
@@ -91,48 +77,58 @@ def valid_range(offset, stride, count, size):
 
 def fill_columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, out):
     """out (A kw C, R Wo): X[(a, j, c), (k P + u) Wo + w] = xpad[first + k, c, s_h u + a,
-    s_w w + j] for u < Hq, w < Wo (any stride; under im2col a runs over the kernel rows)."""
+    s_w w + j] for u < Hq, w < Wo (any stride; under im2col a runs over the kernel rows).
+    Each (Hq, Wo) block is zeroed whole, then its rows of inputs copied in: the loops stay in
+    this function, since a helper called per row of 8-16 cells (for the padding around it too)
+    took twice the time (bench/NOTES.md)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
-    flat = x.reshape(x.size)
+    flat, flat_out, length = x.reshape(x.size), out.reshape(out.size), out.shape[1]
+    step = np.uint64(sw)
     for row in range(out.shape[0]):
         ch, aj = row % c, row // c
         a, j = aj // kw, aj % kw
         u_lo, u_hi = valid_range(a - ph, sh, hq, h)
         w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
-        line = out[row]
+        count = np.uint64(w_hi - w_lo)
         for k in range(m):
-            block = k * pitch * wo
-            _zero(line, block, u_lo * wo)
-            _zero(line, block + u_hi * wo, (hq - u_hi) * wo)
+            block = row * length + k * pitch * wo
+            at = np.uint64(block)
+            for t in range(np.uint64(hq * wo)):
+                flat_out[at + t] = 0
             plane = ((first + k) * c + ch) * h
             for u in range(u_lo, u_hi):
-                at = block + u * wo
-                _zero(line, at, w_lo)
-                source = (plane + sh * u + a - ph) * wd + sw * w_lo + j - pw
-                _copy_strided(line, at + w_lo, flat, source, sw, w_hi - w_lo)
-                _zero(line, at + w_hi, wo - w_hi)
+                at = np.uint64(block + u * wo + w_lo)
+                source = np.uint64((plane + sh * u + a - ph) * wd + sw * w_lo + j - pw)
+                for t in range(count):
+                    flat_out[at + t] = flat[source + step * t]
 
 
 def gather_inputs(d, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, dx):
     """dx[first + k, c, r - ph, col - pw] = sum over j with col = s_w w + j of
     d[(r mod s_h, j, c), (k P + r div s_h) Wo + w], for d (A kw C, R Wo) (any stride): per
-    plane of dx, each (a, j)'s rows of d added into the cells they copied, j in order."""
+    plane of dx, each (a, j)'s rows of d added into the cells they copied, j in order (the
+    loops inline, as in fill_columns)."""
     c, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
     flat, flat_d, length = dx.reshape(dx.size), d.reshape(d.size), d.shape[1]
     phases = d.shape[0] // (kw * c)
+    step = np.uint64(sw)
     for k in range(m):
         for ch in range(c):
             plane = ((first + k) * c + ch) * h
-            _zero(flat, plane * wd, h * wd)
+            at = np.uint64(plane * wd)
+            for t in range(np.uint64(h * wd)):
+                flat[at + t] = 0
             for a in range(phases):
                 u_lo, u_hi = valid_range(a - ph, sh, hq, h)
                 for j in range(kw):
                     w_lo, w_hi = valid_range(j - pw, sw, wo, wd)
+                    count = np.uint64(w_hi - w_lo)
                     line = ((a * kw + j) * c + ch) * length
                     for u in range(u_lo, u_hi):
-                        at = (plane + sh * u + a - ph) * wd + sw * w_lo + j - pw
-                        _add_strided(flat, at, sw, flat_d, line + (k * pitch + u) * wo + w_lo,
-                                     w_hi - w_lo)
+                        at = np.uint64((plane + sh * u + a - ph) * wd + sw * w_lo + j - pw)
+                        source = np.uint64(line + (k * pitch + u) * wo + w_lo)
+                        for t in range(count):
+                            flat[at + step * t] += flat_d[source + t]
 
 
 # ---- X, and dx from D, by whole planes at stride 1 ---------------------------------------------
@@ -251,7 +247,6 @@ def fill_row_shifts(dy, first, m, pitch, out):
 chunk_extent, valid_range = jit.compiled(chunk_extent), jit.compiled(valid_range)
 _zero, _copy, _copy_plus, _add = (jit.compiled(f) for f in (_zero, _copy, _copy_plus, _add))
 _copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
-_copy_strided, _add_strided = jit.compiled(_copy_strided), jit.compiled(_add_strided)
 fill_columns, gather_inputs = jit.compiled(fill_columns), jit.compiled(gather_inputs)
 fill_columns_same = jit.compiled(fill_columns_same)
 gather_inputs_same = jit.compiled(gather_inputs_same)
