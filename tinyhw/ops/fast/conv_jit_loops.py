@@ -11,7 +11,12 @@ the compiler from vectorising the loop; an unsigned index has no such check. Sli
 that starts at the first cell instead (so that t counts up from 0, the earlier way) costs a
 view per run of cells, more than the copy itself for the 8 to 64 cells of a row or plane of
 small images (bench/NOTES.md: X of 64 channels at 8x8, 190 against 44 us a chunk). Every base
-is the offset of a cell that exists (>= 0) before it is made unsigned.
+is the offset of a cell that exists (>= 0) before it is made unsigned, and every sum with an
+unsigned value is of two unsigned values (NumPy's rules make int64 + uint64 a float).
+
+The loops stay inline, one function per copy or sum, for the same reason: a helper called per
+run of cells (and per run of padding around it) cost as much as the runs on small images
+(X of the 16->32 stride-2 conv's chunk: 134 against 69 us).
 """
 import numpy as np
 
@@ -24,47 +29,6 @@ def chunk_extent(chunk, m, n, pitch, hq, wo):
     first = chunk * m
     count = min(m, n - first)
     return first, count, ((count - 1) * pitch + hq) * wo
-
-
-# ---- runs of cells: dst[at + t] for t < count, from src[source + t] --------------------------
-
-def _zero(dst, at, count):
-    at = np.uint64(at)
-    for t in range(np.uint64(count)):
-        dst[at + t] = 0
-
-
-def _copy(dst, at, src, source, count):
-    at, source = np.uint64(at), np.uint64(source)
-    for t in range(np.uint64(count)):
-        dst[at + t] = src[source + t]
-
-
-def _copy_plus(dst, at, src, source, value, count):
-    at, source = np.uint64(at), np.uint64(source)
-    for t in range(np.uint64(count)):
-        dst[at + t] = src[source + t] + value
-
-
-def _add(dst, at, src, source, count):
-    at, source = np.uint64(at), np.uint64(source)
-    for t in range(np.uint64(count)):
-        dst[at + t] += src[source + t]
-
-
-def _copy_masked(dst, at, src, source, mask, mask_at, count):
-    """dst[at + t] = src[source + t] where mask[mask_at + t], else 0."""
-    at, source, mask_at = np.uint64(at), np.uint64(source), np.uint64(mask_at)
-    zero = dst.dtype.type(0)
-    for t in range(np.uint64(count)):
-        dst[at + t] = src[source + t] if mask[mask_at + t] else zero
-
-
-def _add_masked(dst, at, src, source, mask, mask_at, count):
-    at, source, mask_at = np.uint64(at), np.uint64(source), np.uint64(mask_at)
-    zero = dst.dtype.type(0)
-    for t in range(np.uint64(count)):
-        dst[at + t] += src[source + t] if mask[mask_at + t] else zero
 
 
 # ---- X, and dx from D, at any stride -----------------------------------------------------------
@@ -156,34 +120,45 @@ def wrap_masks(kw, pw, hq, wo):
 def fill_columns_same(x, first, m, ph, pw, kw, pitch, hq, wo, masks, out):
     """fill_columns under same_columns."""
     c, cells = x.shape[1], x.shape[2] * wo
-    flat = x.reshape(x.size)
+    flat, flat_out, length = x.reshape(x.size), out.reshape(out.size), out.shape[1]
+    zero = out.dtype.type(0)
     for row in range(out.shape[0]):
         ch, j = row % c, row // c
         shift = j - pw - ph * wo                  # X cell t copies input cell t + shift
         lo, hi = max(0, -shift), min(hq * wo, cells - shift)
-        line, mask = out[row], masks[j]
+        mask = masks[j]
         for k in range(m):
-            block = k * pitch * wo
-            _zero(line, block, lo)
-            _copy_masked(line, block + lo, flat, ((first + k) * c + ch) * cells + lo + shift,
-                         mask, lo, hi - lo)
-            _zero(line, block + hi, hq * wo - hi)
+            block = row * length + k * pitch * wo
+            at = np.uint64(block)
+            for t in range(np.uint64(lo)):
+                flat_out[at + t] = zero
+            at, masked = np.uint64(block + lo), np.uint64(lo)
+            source = np.uint64(((first + k) * c + ch) * cells + shift + lo)
+            for t in range(np.uint64(hi - lo)):
+                flat_out[at + t] = flat[source + t] if mask[masked + t] else zero
+            at = np.uint64(block + hi)
+            for t in range(np.uint64(hq * wo - hi)):
+                flat_out[at + t] = zero
 
 
 def gather_inputs_same(d, first, m, ph, pw, kw, pitch, hq, wo, masks, dx):
     """gather_inputs under same_columns (d's wrapped columns are masked out)."""
     c, cells = dx.shape[1], dx.shape[2] * wo
     flat, flat_d, length = dx.reshape(dx.size), d.reshape(d.size), d.shape[1]
+    zero = dx.dtype.type(0)
     for k in range(m):
         for ch in range(c):
-            plane = ((first + k) * c + ch) * cells
+            at = np.uint64(((first + k) * c + ch) * cells)
             for j in range(kw):
                 start = ph * wo + pw - j              # X cell start + t is input cell t
-                source = (j * c + ch) * length + k * pitch * wo + start
+                source = np.uint64((j * c + ch) * length + k * pitch * wo + start)
+                mask, masked = masks[j], np.uint64(start)
                 if j == 0:
-                    _copy_masked(flat, plane, flat_d, source, masks[j], start, cells)
+                    for t in range(np.uint64(cells)):
+                        flat[at + t] = flat_d[source + t] if mask[masked + t] else zero
                 else:
-                    _add_masked(flat, plane, flat_d, source, masks[j], start, cells)
+                    for t in range(np.uint64(cells)):
+                        flat[at + t] += flat_d[source + t] if mask[masked + t] else zero
 
 
 def columns(x, first, m, sh, sw, ph, pw, kw, pitch, hq, wo, masks, out):
@@ -214,13 +189,15 @@ def sum_row_taps(z, shifts, first, m, pitch, bias, y):
     flat_y, flat_z = y.reshape(y.size), z.reshape(z.size)
     for k in range(m):
         for oo in range(o):
-            at = ((first + k) * o + oo) * cells
-            for block in range(blocks):
-                source = (block * o + oo) * length + (k * pitch + shifts[block]) * wo
-                if block == 0:
-                    _copy_plus(flat_y, at, flat_z, source, bias[oo], cells)
-                else:
-                    _add(flat_y, at, flat_z, source, cells)
+            at = np.uint64(((first + k) * o + oo) * cells)
+            b = bias[oo]
+            source = np.uint64(oo * length + (k * pitch + shifts[0]) * wo)
+            for t in range(np.uint64(cells)):
+                flat_y[at + t] = flat_z[source + t] + b
+            for block in range(1, blocks):
+                source = np.uint64((block * o + oo) * length + (k * pitch + shifts[block]) * wo)
+                for t in range(np.uint64(cells)):
+                    flat_y[at + t] += flat_z[source + t]
 
 
 def fill_row_shifts(dy, first, m, pitch, out):
@@ -236,17 +213,22 @@ def fill_row_shifts(dy, first, m, pitch, out):
             done = 0                              # cells of the line written so far
             for k in range(m):
                 start = (k * pitch + ii) * wo
-                _zero(flat_out, line + done, start - done)
-                _copy(flat_out, line + start, flat_dy, ((first + k) * o + oo) * cells, cells)
+                at = np.uint64(line + done)
+                for t in range(np.uint64(start - done)):
+                    flat_out[at + t] = 0
+                at = np.uint64(line + start)
+                source = np.uint64(((first + k) * o + oo) * cells)
+                for t in range(np.uint64(cells)):
+                    flat_out[at + t] = flat_dy[source + t]
                 done = start + cells
-            _zero(flat_out, line + done, length - done)
+            at = np.uint64(line + done)
+            for t in range(np.uint64(length - done)):
+                flat_out[at + t] = 0
 
 
 # compiled in dependency order (a loop is compiled on its first call, resolving the names it
 # calls then)
 chunk_extent, valid_range = jit.compiled(chunk_extent), jit.compiled(valid_range)
-_zero, _copy, _copy_plus, _add = (jit.compiled(f) for f in (_zero, _copy, _copy_plus, _add))
-_copy_masked, _add_masked = jit.compiled(_copy_masked), jit.compiled(_add_masked)
 fill_columns, gather_inputs = jit.compiled(fill_columns), jit.compiled(gather_inputs)
 fill_columns_same = jit.compiled(fill_columns_same)
 gather_inputs_same = jit.compiled(gather_inputs_same)
