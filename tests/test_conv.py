@@ -6,8 +6,6 @@ conv_chunk_bytes=1 the shifted and jit routes take one image per chunk, so the s
 that Hypothesis draws run through several chunks too. The jit route's tests skip without
 Numba (tests/routes.py).
 """
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -173,23 +171,13 @@ def test_conv1d_jit_route_matches_reference(case):
     check_route_against_reference(conv1d, case)
 
 
-@contextlib.contextmanager
-def jit_layout(layout):
-    """conv2d's jit route on one layout of X whatever the sizes (conv_jit.FORCE_LAYOUT)."""
-    before, conv_jit.FORCE_LAYOUT = conv_jit.FORCE_LAYOUT, layout
-    try:
-        yield
-    finally:
-        conv_jit.FORCE_LAYOUT = before
-
-
 @jit_test
 @pytest.mark.parametrize("layout", conv_jit.LAYOUTS)
 @given(case=route_case(conv2d_geometry(), routes=JIT_ROUTES))
 def test_conv2d_jit_layouts_match_reference(layout, case):
     """Both layouts of X (row taps per stride phase, and one block per kernel row) on every
     geometry, whichever the route would take for its sizes."""
-    with jit_layout(layout):
+    with fast.use(conv_jit_layout=layout):
         check_route_against_reference(conv2d, case)
 
 
@@ -204,10 +192,16 @@ def test_conv2d_jit_layouts_match_reference(layout, case):
 ])
 def test_jit_layout_choice(x_shape, w_shape, stride, padding, layout):
     """im2col at strides above 1 where Z's rows would outnumber X's many times over (few
-    channels, many filters); row taps elsewhere, and at stride 1 (their plane copies)."""
-    g = conv_jit._Geometry(x_shape, w_shape, (stride, stride) if w_shape[2] > 1 else (1, stride),
-                           (padding, padding) if w_shape[2] > 1 else (0, padding), 4)
-    assert g.layout == layout
+    channels, many filters); row taps elsewhere, and at stride 1 (their plane copies); and
+    whichever fast.use forces."""
+    def geometry():
+        return conv_jit._Geometry(x_shape, w_shape,
+                                  (stride, stride) if w_shape[2] > 1 else (1, stride),
+                                  (padding, padding) if w_shape[2] > 1 else (0, padding), 4)
+    assert geometry().layout == layout
+    for forced in conv_jit.LAYOUTS:
+        with fast.use(conv_jit_layout=forced):
+            assert geometry().layout == forced
 
 
 # Fixed geometries that exercise every route (pointwise, also strided; shifted at stride 1 and
@@ -355,6 +349,8 @@ def test_use_forces_a_route_only_inside_its_block(rng):
                               r"\('reference', 'pointwise', 'shifted', 'shifted-per-offset', 'jit'\)"),
     (dict(default="shifted"), r"fast.use: 'shifted' is not a route of every op"),
     (dict(conv_chunk_bytes=0), r"fast.use: conv_chunk_bytes: expected a positive int, got 0"),
+    (dict(conv_jit_layout="winograd"), r"fast.use: conv_jit_layout: expected one of "
+                                       r"\('row-taps', 'im2col'\), got 'winograd'"),
 ])
 def test_use_rejects_unknown_routes(kwargs, message):
     with pytest.raises(ValueError, match=message):

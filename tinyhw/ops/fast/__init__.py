@@ -40,9 +40,10 @@ has `RELU_ROUTES` and `choose_relu_route`). `use(...)` overrides that choice ins
 A forced route that cannot run the call (pointwise on a 3x3 kernel, rows on a CuPy array)
 raises ValueError. `use` also sets the block sizes of the fast routes, so that tests reach
 several chunks on tiny shapes: `conv_chunk_bytes` (default `flat_grid.CHUNK_BYTES`) and
-`bn_block_bytes` (default `norm_rows.BLOCK_BYTES`). Every route computes the same numbers up
-to the order of floating-point sums; tests/test_conv.py and tests/test_norm.py hold each equal
-to the reference.
+`bn_block_bytes` (default `norm_rows.BLOCK_BYTES`), and the layout of the jit conv's X
+(`conv_jit_layout`), so that tests reach both on any shape. Every route computes the same
+numbers up to the order of floating-point sums; tests/test_conv.py and tests/test_norm.py hold
+each equal to the reference.
 """
 import contextlib
 import threading
@@ -70,12 +71,18 @@ def forced_route(op):
     return _current("routes", {}).get(op, _current("default", None))
 
 
+def forced_layout():
+    """The layout of X forced on conv2d's jit route by an enclosing `use` (one of
+    conv_jit.LAYOUTS), or None (then the call's sizes decide)."""
+    return _current("layout", None)
+
+
 def size(name, default):
     """A block size of a fast route: the value set by an enclosing `use`, else `default`."""
     return _current("sizes", {}).get(name, default)
 
 
-def _checked(default, routes, sizes):
+def _checked(default, routes, sizes, conv_jit_layout):
     for op, route in routes.items():
         if op not in _routes:
             raise ValueError(f"fast.use: unknown op {op!r}; ops with routes: {sorted(_routes)}")
@@ -88,10 +95,15 @@ def _checked(default, routes, sizes):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ValueError(f"fast.use: {name}: expected a positive int, got {value!r}")
+    from .conv_jit import LAYOUTS
+    if conv_jit_layout is not None and conv_jit_layout not in LAYOUTS:
+        raise ValueError(f"fast.use: conv_jit_layout: expected one of {LAYOUTS}, "
+                         f"got {conv_jit_layout!r}")
 
 
 @contextlib.contextmanager
-def use(default=None, *, conv_chunk_bytes=None, bn_block_bytes=None, **routes):
+def use(default=None, *, conv_chunk_bytes=None, bn_block_bytes=None, conv_jit_layout=None,
+        **routes):
     """Force routes (and block sizes) inside a `with` block, in this thread.
 
     Parameters
@@ -103,15 +115,20 @@ def use(default=None, *, conv_chunk_bytes=None, bn_block_bytes=None, **routes):
         ROUTES; `routes_of(op)` lists them).
     conv_chunk_bytes, bn_block_bytes : int or None
         Block sizes of the fast routes (None keeps the outer or default value).
+    conv_jit_layout : str or None
+        The layout of X on conv2d's jit route, "row-taps" or "im2col", whatever the sizes
+        (None keeps the outer choice, or lets the sizes decide; conv_jit.py).
     """
     sizes = {"conv_chunk_bytes": conv_chunk_bytes, "bn_block_bytes": bn_block_bytes}
-    _checked(default, routes, sizes)
-    saved = (_current("routes", {}), _current("default", None), _current("sizes", {}))
+    _checked(default, routes, sizes, conv_jit_layout)
+    saved = (_current("routes", {}), _current("default", None), _current("sizes", {}),
+             _current("layout", None))
     outer = {} if default is not None else saved[0]   # a new default overrides outer routes
     _local.routes = {**outer, **routes}
     _local.default = default if default is not None else saved[1]
     _local.sizes = {**saved[2], **{k: v for k, v in sizes.items() if v is not None}}
+    _local.layout = conv_jit_layout or saved[3]
     try:
         yield
     finally:
-        _local.routes, _local.default, _local.sizes = saved
+        _local.routes, _local.default, _local.sizes, _local.layout = saved

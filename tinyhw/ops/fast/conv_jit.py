@@ -43,7 +43,7 @@ thread count, nor then does dW's order of sums.
 import numpy as np
 
 from . import conv_jit_loops as loops
-from . import conv_jit_pointwise, conv_jit_weights, conv_pointwise, flat_grid, jit
+from . import conv_jit_pointwise, conv_jit_weights, conv_pointwise, flat_grid, forced_layout, jit
 from .jit import prange
 from ..window import output_size
 
@@ -115,8 +115,7 @@ _backward_chunks = jit.parallel(_backward_chunks)
 
 # ---- the route -------------------------------------------------------------------------------
 
-LAYOUTS = ("row-taps", "im2col")
-FORCE_LAYOUT = None   # one of LAYOUTS, taken whatever the sizes (the tests check both)
+LAYOUTS = ("row-taps", "im2col")   # fast.use(conv_jit_layout=...) forces one
 
 
 class _Geometry:
@@ -140,7 +139,7 @@ class _Geometry:
         # at stride 1 the row taps keep their plane copies (same_columns), faster than im2col's
         # strided ones even where im2col has fewer rows (resnet20's 3-channel conv: 1.5x)
         fewer = sh > 1 and im2col_rows < taps_rows
-        self.layout = FORCE_LAYOUT or ("im2col" if fewer else "row-taps")
+        self.layout = forced_layout() or ("im2col" if fewer else "row-taps")
         if self.layout == "im2col":   # kernel row i: phase i with one tap, in one GEMM
             tap_counts, hq, pitch = [1] * kh, self.ho, self.ho
         self.tap_counts, self.taps, self.hq, self.pitch = tap_counts, tap_counts[0], hq, pitch
