@@ -172,7 +172,7 @@ def test_conv1d_jit_route_matches_reference(case):
 
 
 @jit_test
-@pytest.mark.parametrize("layout", conv_jit.LAYOUTS)
+@pytest.mark.parametrize("layout", fast.CONV_JIT_LAYOUTS)
 @given(case=route_case(conv2d_geometry(), routes=JIT_ROUTES))
 def test_conv2d_jit_layouts_match_reference(layout, case):
     """Both layouts of X (row taps per stride phase, and one block per kernel row) on every
@@ -199,7 +199,7 @@ def test_jit_layout_choice(x_shape, w_shape, stride, padding, layout):
                                   (stride, stride) if w_shape[2] > 1 else (1, stride),
                                   (padding, padding) if w_shape[2] > 1 else (0, padding), 4)
     assert geometry().layout == layout
-    for forced in conv_jit.LAYOUTS:
+    for forced in fast.CONV_JIT_LAYOUTS:
         with fast.use(conv_jit_layout=forced):
             assert geometry().layout == forced
 

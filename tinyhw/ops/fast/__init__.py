@@ -49,6 +49,7 @@ import contextlib
 import threading
 
 _routes = {}                  # op name -> its route names, registered by the op modules
+CONV_JIT_LAYOUTS = ("row-taps", "im2col")   # the layouts of X on conv2d's jit route (conv_jit)
 _local = threading.local()    # .routes {op: route}, .default route, .sizes {name: bytes}
 
 
@@ -73,7 +74,7 @@ def forced_route(op):
 
 def forced_layout():
     """The layout of X forced on conv2d's jit route by an enclosing `use` (one of
-    conv_jit.LAYOUTS), or None (then the call's sizes decide)."""
+    CONV_JIT_LAYOUTS), or None (then the call's sizes decide)."""
     return _current("layout", None)
 
 
@@ -95,9 +96,8 @@ def _checked(default, routes, sizes, conv_jit_layout):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ValueError(f"fast.use: {name}: expected a positive int, got {value!r}")
-    from .conv_jit import LAYOUTS
-    if conv_jit_layout is not None and conv_jit_layout not in LAYOUTS:
-        raise ValueError(f"fast.use: conv_jit_layout: expected one of {LAYOUTS}, "
+    if conv_jit_layout is not None and conv_jit_layout not in CONV_JIT_LAYOUTS:
+        raise ValueError(f"fast.use: conv_jit_layout: expected one of {CONV_JIT_LAYOUTS}, "
                          f"got {conv_jit_layout!r}")
 
 

@@ -115,9 +115,6 @@ _backward_chunks = jit.parallel(_backward_chunks)
 
 # ---- the route -------------------------------------------------------------------------------
 
-LAYOUTS = ("row-taps", "im2col")   # fast.use(conv_jit_layout=...) forces one
-
-
 class _Geometry:
     """Sizes of one call: the layout, the blocks of X (one GEMM each: the phases, or under
     im2col one block of every kernel row) and their row taps, rows Hq and pitch P, outputs
@@ -139,6 +136,7 @@ class _Geometry:
         # at stride 1 the row taps keep their plane copies (same_columns), faster than im2col's
         # strided ones even where im2col has fewer rows (resnet20's 3-channel conv: 1.5x)
         fewer = sh > 1 and im2col_rows < taps_rows
+        # one of fast.CONV_JIT_LAYOUTS; fast.use(conv_jit_layout=...) forces either
         self.layout = forced_layout() or ("im2col" if fewer else "row-taps")
         if self.layout == "im2col":   # kernel row i: phase i with one tap, in one GEMM
             tap_counts, hq, pitch = [1] * kh, self.ho, self.ho
